@@ -1,0 +1,46 @@
+# greenlane: `make run` and `make test` do every set-up step themselves on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DURATION ?= 0
+RATE ?= 2000
+INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
+
+.PHONY: venv infra stop run test unit bench lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+infra: venv
+	$(BIN)/greenlane infra up
+
+stop: venv
+	$(BIN)/greenlane infra down
+
+run: infra
+	$(BIN)/greenlane run --duration $(DURATION) --rate $(RATE)
+
+# Starts what is not running yet, runs every test, then stops only what it started.
+test: venv
+	$(BIN)/greenlane infra up --record $(INFRA_OWNER)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	  $(BIN)/greenlane infra down --only-recorded $(INFRA_OWNER); exit $$rc
+
+unit: venv
+	$(BIN)/python -m pytest -q -m "not integration" tests
+
+bench: infra
+	$(BIN)/greenlane bench
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean: stop
+	rm -rf $(VENV)

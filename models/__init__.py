@@ -1,0 +1,1 @@
+"""greenlane risk model: features, training, evaluation and scoring (issue #4)."""

@@ -1,0 +1,1 @@
+"""greenlane stream processing: ingest, data quality, targeting, routing, metrics."""
