@@ -1,0 +1,195 @@
+"""The Faust worker: thin agents around the batch core.
+
+Each filing topic has one agent that takes micro-batches (``take_events`` with a ``within``
+bound), hands them to ``Assessor.assess`` and publishes the outcome with one confluent-kafka
+producer. The batch is acknowledged (offsets committed) only after the broker confirmed every
+output, so a crash replays the batch: at-least-once, recognisable by deterministic ids.
+
+Outputs go through confluent-kafka rather than Faust's per-message ``send`` because the
+latter costs an await and a future per record, which is the very per-event overhead that
+limits a Python stream processor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import faust
+from confluent_kafka import KafkaException, Producer
+from faust.streams import _current_event
+
+from streams import admin, metrics, quality
+from streams.config import Settings, schema_path, settings
+from streams.pipeline import Assessor, BatchOutcome, InboundMessage
+from streams.routing import ROUTE_TOPIC_ROLE
+from streams.serde import WireDecoder, WireEncoder, load_schema
+from streams.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
+
+log = logging.getLogger("greenlane.worker")
+
+STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
+LINK_TABLE = "consignment_links"
+
+
+class Publisher:
+    """Publishes a batch outcome and waits until the broker has confirmed all of it."""
+
+    def __init__(self, s: Settings, schema_ids: dict[str, int]) -> None:
+        self.producer = Producer({
+            "bootstrap.servers": s.bootstrap_servers,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "enable.idempotence": True,
+            "queue.buffering.max.messages": 1_000_000,
+        })
+        self.topics = s.topics
+        self.encoders = {role: WireEncoder(load_schema(schema_path(role)), schema_ids[role])
+                         for role in ("release", "carrier_response", "dead_letter")}
+        self.decision_topic = {route: self.topics.name(role)
+                               for route, role in ROUTE_TOPIC_ROLE.items()}
+        self.errors: list[str] = []
+
+    def _on_delivery(self, err, _msg) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def enqueue(self, outcome: BatchOutcome) -> None:
+        encode_decision = self.encoders["release"].encode  # one schema for the three lanes
+        for d in outcome.decisions:
+            self._produce(self.decision_topic[d["route"]], d["house_waybill"].encode(),
+                          encode_decision(d))
+        encode = self.encoders["carrier_response"].encode
+        topic = self.topics.name("carrier_response")
+        for key, r in outcome.responses:
+            self._produce(topic, key, encode(r))
+        encode = self.encoders["dead_letter"].encode
+        topic = self.topics.name("dead_letter")
+        for key, dl in outcome.dead_letters:
+            self._produce(topic, key, encode(dl))
+
+    def confirm(self, timeout: float = 60.0) -> None:
+        """Block until every enqueued record is delivered; raise if any was not."""
+        remaining = self.producer.flush(timeout)
+        if remaining or self.errors:
+            errors, self.errors = self.errors[:5], []
+            raise KafkaException(f"{remaining} outputs undelivered after {timeout}s; "
+                                 f"errors: {errors}")
+
+
+def inbound(events: Sequence) -> list[InboundMessage]:
+    return [
+        InboundMessage(m.key, m.value, m.topic, m.partition, m.offset, int(m.timestamp * 1000))
+        for m in (e.message for e in events)
+    ]
+
+
+def record_metrics(stage: str, events: Sequence, outcome: BatchOutcome, started: float,
+                   messages: list[InboundMessage]) -> None:
+    done_ms = time.time() * 1000
+    metrics.BATCH_SIZE.labels(stage).observe(len(events))
+    metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+    latency = metrics.DECISION_LATENCY.labels(stage)
+    for pos in outcome.decision_sources:
+        latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+    for d in outcome.decisions:
+        metrics.DECISIONS.labels(d["stage"], d["route"]).inc()
+    for _, dl in outcome.dead_letters:
+        metrics.DEAD_LETTERS.labels(dl["error_code"]).inc()
+    for code, n in outcome.findings.items():
+        metrics.QUALITY_FINDINGS.labels(code).inc(n)
+    for _, r in outcome.responses:
+        metrics.CARRIER_RESPONSES.labels(r["status"]).inc()
+
+
+def apply_link_updates(table, events: Sequence, outcome: BatchOutcome) -> None:
+    """Write link entries, each in the context of the event that caused it.
+
+    Faust places a table write in the changelog partition of the *current event*; in a batch
+    there is no current event, so we set it per write (the same thing ``async for`` does).
+    """
+    for waybill, (pos, entry) in outcome.link_updates.items():
+        token = _current_event.set(weakref.ref(events[pos]))
+        try:
+            table[waybill] = entry
+        finally:
+            _current_event.reset(token)
+
+
+def create_app(s: Settings | None = None) -> faust.App:
+    """Build the worker app: one batch agent per filing topic and the consignment link table."""
+    s = s or settings()
+    datadir = Path(os.path.expanduser(s.worker.data_dir))
+    app = faust.App(
+        s.worker.app_id,
+        broker=f"kafka://{s.bootstrap_servers}",
+        store=s.worker.table_store,
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=s.topics.partitions,
+        topic_replication_factor=s.topics.replication_factor,
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=s.worker.batch_max,
+        stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max),
+        table_cleanup_interval=60.0,
+    )
+    links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions,
+                      key_serializer="json", value_serializer="json")
+    state: dict[str, object] = {}
+
+    @app.on_startup.connect
+    async def prepare(app: faust.App, **_) -> None:
+        registered = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: admin.prepare(s, progress=log.info))
+        fetch = admin.schema_fetcher(admin.registry_client(s))
+        decoders = {stage: WireDecoder(load_schema(schema_path(role)), fetch)
+                    for stage, role in STAGE_TOPIC_ROLE.items()}
+        state["assessor"] = Assessor(quality.load_quality_rules(), load_targeting_rules(),
+                                     decoders)
+        state["publisher"] = Publisher(s, registered.ids)
+        metrics.serve(s.worker.metrics_host, s.worker.metrics_port)
+        log.info("greenlane worker ready; metrics on http://%s:%s/metrics",
+                 s.worker.metrics_host, s.worker.metrics_port)
+
+    def stage_agent(stage: str):
+        topic = app.topic(s.topics.name(STAGE_TOPIC_ROLE[stage]), key_serializer="raw",
+                          value_serializer="raw")
+        consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
+
+        async def assess(stream):
+            loop = asyncio.get_running_loop()
+            async for events in stream.take_events(s.worker.batch_max,
+                                                   within=s.worker.batch_within_seconds):
+                started = time.perf_counter()
+                assessor: Assessor = state["assessor"]  # type: ignore[assignment]
+                publisher: Publisher = state["publisher"]  # type: ignore[assignment]
+                messages = inbound(events)
+                outcome = assessor.assess(stage, messages, links, int(time.time() * 1000))
+                # Before the first await: the other stage's agent must see these links.
+                apply_link_updates(links, events, outcome)
+                publisher.enqueue(outcome)
+                await loop.run_in_executor(None, publisher.confirm)
+                consumed.inc(len(events))
+                record_metrics(stage, events, outcome, started, messages)
+
+        assess.__name__ = f"assess_{stage.lower()}"
+        return app.agent(topic, name=f"greenlane.assess.{stage.lower()}")(assess)
+
+    stage_agent(PRE_LOADING)
+    stage_agent(PRE_ARRIVAL)
+    return app

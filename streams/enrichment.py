@@ -1,0 +1,71 @@
+"""Enrichment: derive from a filing the facts the targeting rules reason about.
+
+Kept apart from the rules so a fact (value per kg, origins) is defined once and every rule,
+and later the model's features, see the same value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streams.targeting import PRE_ARRIVAL, FilingFacts
+
+
+def value_per_kg(items: list[dict], rates: Mapping[str, float]) -> float | None:
+    """Declared value per kg of net weight in the reference currency; None when unknowable."""
+    total_value = 0.0
+    total_kg = 0.0
+    for item in items:
+        rate = rates.get(item["currency"])
+        if rate is None:
+            return None
+        total_value += item["value"] * rate
+        total_kg += item["net_weight_kg"]
+    return total_value / total_kg if total_kg > 0 else None
+
+
+def filing_facts(
+    record: dict,
+    stage: str,
+    finding_codes: frozenset[str],
+    quality_score: float,
+    linked_outcome: str | None,
+    has_link: bool,
+    rates: Mapping[str, float],
+) -> FilingFacts:
+    """The facts of one decoded filing (pre-loading or pre-arrival record dict)."""
+    if stage == PRE_ARRIVAL:
+        items = record["items"]
+        hs_codes = tuple(i["hs_code"] for i in items)
+        text = " ".join(i["description"] for i in items).lower()
+        origins = {i["origin_country"] for i in items}
+        origins.add(record["seller"]["country"])
+        return FilingFacts(
+            stage=stage,
+            hs_codes=hs_codes,
+            text=text,
+            origins=frozenset(origins),
+            route=frozenset(),
+            finding_codes=finding_codes,
+            quality_score=quality_score,
+            value_per_kg=value_per_kg(items, rates),
+            linked_outcome=linked_outcome,
+            has_link=has_link,
+            by_air=record["transport_mode"] == "AIR",
+        )
+    origins = {record["shipper"]["country"]}
+    if record["origin_country"]:
+        origins.add(record["origin_country"])
+    return FilingFacts(
+        stage=stage,
+        hs_codes=(record["hs_code"],) if record["hs_code"] else (),
+        text=record["cargo_description"].lower(),
+        origins=frozenset(origins),
+        route=frozenset(record["route"]),
+        finding_codes=finding_codes,
+        quality_score=quality_score,
+        value_per_kg=None,
+        linked_outcome=None,
+        has_link=has_link,
+        by_air=True,
+    )

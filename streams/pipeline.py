@@ -1,0 +1,245 @@
+"""The batch core: raw Kafka messages of one filing stage in, decisions and responses out.
+
+Everything between "bytes arrived" and "records to produce" happens here, without I/O beyond
+the (cached) schema lookup, so unit tests and the benchmark call exactly what the worker runs.
+The consignment link state (pre-loading <-> pre-arrival, by house waybill) is passed in as a
+mapping and the changes come back as ``link_updates``; the Faust agent owns the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from streams import quality
+from streams.enrichment import filing_facts
+from streams.routing import carrier_response, rejection_response, route_for
+from streams.serde import DecodeFailure, WireDecoder
+from streams.targeting import PRE_ARRIVAL, PRE_LOADING, TargetingRules, score_batch
+
+UNUSABLE_RECORD = "UNUSABLE_RECORD"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One Kafka record as consumed, before decoding."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch produces; the agent publishes it and applies ``link_updates``."""
+
+    decisions: list[dict] = field(default_factory=list)
+    responses: list[tuple[bytes | None, dict]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
+    # house waybill -> (index of the message that caused it, new link entry)
+    link_updates: dict[str, tuple[int, dict]] = field(default_factory=dict)
+    findings: Counter = field(default_factory=Counter)
+    # index of the inbound message each decision came from (for latency)
+    decision_sources: list[int] = field(default_factory=list)
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(p)
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def decision_id(stage: str, value: bytes) -> str:
+    """Deterministic: the same filing bytes at the same stage always give the same id."""
+    return _digest(stage.encode(), value)
+
+
+def revision_id(previous_id: str, revision: int) -> str:
+    return _digest(previous_id.encode(), str(revision).encode())
+
+
+class Assessor:
+    """Holds the loaded configuration; ``assess`` is the pure batch function."""
+
+    def __init__(
+        self,
+        quality_rules: quality.QualityRules,
+        targeting_rules: TargetingRules,
+        decoders: Mapping[str, WireDecoder],
+    ) -> None:
+        self.quality_rules = quality_rules
+        self.targeting_rules = targeting_rules
+        self.decoders = decoders
+        self.rates = quality_rules.reference_rates
+        self.ruleset_version = targeting_rules.version
+
+    def assess(
+        self,
+        stage: str,
+        messages: Sequence[InboundMessage],
+        links: Mapping[str, dict],
+        now_ms: int,
+    ) -> BatchOutcome:
+        """Decide every message of one stage; bad ones become dead letters, never exceptions."""
+        out = BatchOutcome()
+        decoded = self.decoders[stage].decode_batch([m.value for m in messages])
+        records: list[dict] = []
+        positions: list[int] = []
+        for i, item in enumerate(decoded):
+            if isinstance(item, DecodeFailure):
+                self._dead_letter(out, stage, messages[i], item.error_code, item.message,
+                                  item.schema_id, None, now_ms)
+            else:
+                records.append(item)
+                positions.append(i)
+
+        reports = quality.assess_batch(records, stage, self.quality_rules)
+        usable: list[tuple[int, dict, quality.QualityReport]] = []
+        for pos, record, report in zip(positions, records, reports, strict=True):
+            if report.unusable:
+                self._dead_letter(out, stage, messages[pos], UNUSABLE_RECORD, report.unusable,
+                                  None, record, now_ms)
+            else:
+                usable.append((pos, record, report))
+                out.findings.update(f["code"] for f in report.findings)
+
+        local: dict[str, dict] = {}  # link entries changed earlier in this batch
+
+        def link_of(waybill: str) -> dict:
+            entry = local.get(waybill)
+            if entry is None:
+                entry = links.get(waybill) or {}
+            return entry
+
+        facts = []
+        entries = []
+        for _pos, record, report in usable:
+            entry = link_of(record["house_waybill"])
+            entries.append(entry)
+            other = entry.get("pre_loading" if stage == PRE_ARRIVAL else "pre_arrival")
+            facts.append(filing_facts(
+                record, stage, frozenset(f["code"] for f in report.findings), report.score,
+                other["outcome"] if stage == PRE_ARRIVAL and other else None,
+                other is not None, self.rates))
+        scores = score_batch(facts, self.targeting_rules)
+
+        for (pos, record, report), entry, (score, reasons) in zip(
+                usable, entries, scores, strict=True):
+            msg = messages[pos]
+            waybill = record["house_waybill"]
+            entry = local.get(waybill, entry)
+            other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
+            other = entry.get(other_key)
+            decision = self._decision(stage, record, report, score, reasons, msg,
+                                      decision_id(stage, msg.value or b""), 0, other)
+            self._emit(out, decision, pos, msg.key, now_ms)
+            entry = dict(entry)
+            if stage == PRE_LOADING:
+                entry["pre_loading"] = {"decision_id": decision["decision_id"],
+                                        "outcome": decision["placi_outcome"]}
+                if other and other.get("pending"):
+                    entry["pre_arrival"] = self._reassess(out, other, entry["pre_loading"], pos,
+                                                          now_ms)
+            else:
+                pending = record if (other is None and record["transport_mode"] == "AIR") else None
+                entry["pre_arrival"] = {
+                    "decision_id": decision["decision_id"], "route": decision["route"],
+                    "revision": 0, "pending": pending,
+                    "quality": {"findings": report.findings, "score": report.score},
+                    "source": [msg.topic, msg.partition, msg.offset],
+                    "key": (msg.key or b"").decode("utf-8", "replace"),
+                }
+            local[waybill] = entry
+            out.link_updates[waybill] = (pos, entry)
+        return out
+
+    def _reassess(self, out: BatchOutcome, arrival: dict, pre_loading: dict, pos: int,
+                  now_ms: int) -> dict:
+        """Re-assess a pre-arrival declaration that came before its pre-loading filing.
+
+        A new decision (next revision) is published only if the lane changes, so consignments
+        filed in order still yield exactly one decision per filing.
+        """
+        record = arrival["pending"]
+        q = arrival["quality"]
+        codes = frozenset(f["code"] for f in q["findings"])
+        facts = filing_facts(record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True,
+                             self.rates)
+        [(score, reasons)] = score_batch([facts], self.targeting_rules)
+        revision = arrival["revision"] + 1
+        report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
+        topic, partition, offset = arrival["source"]
+        source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
+        decision = self._decision(PRE_ARRIVAL, record, report, score, reasons, source,
+                                  revision_id(arrival["decision_id"], revision), revision,
+                                  pre_loading)
+        updated = dict(arrival, pending=None)
+        if decision["route"] != arrival["route"]:
+            self._emit(out, decision, pos, source.key, now_ms)
+            updated.update(decision_id=decision["decision_id"], route=decision["route"],
+                           revision=revision)
+        return updated
+
+    def _decision(self, stage: str, record: dict, report: quality.QualityReport, score: float,
+                  reasons: list[dict], msg: InboundMessage, did: str, revision: int,
+                  other: dict | None) -> dict:
+        route, placi = route_for(stage, score, self.targeting_rules.thresholds)
+        return {
+            "decision_id": did,
+            "revision": revision,
+            "stage": stage,
+            "message_id": record["message_id"],
+            "carrier_id": record["carrier_id"],
+            "house_waybill": record["house_waybill"],
+            "destination_country": record["destination_country"],
+            "route": route,
+            "placi_outcome": placi,
+            "risk_score": score,
+            "quality_score": report.score,
+            "reasons": reasons,
+            "quality_findings": report.findings,
+            "linked_decision_id": other["decision_id"] if other else None,
+            "linked_placi_outcome": other.get("outcome") if other and stage == PRE_ARRIVAL else None,
+            "ruleset_version": self.ruleset_version,
+            "filing_time": record["filing_time"],
+            "source_topic": msg.topic,
+            "source_partition": msg.partition,
+            "source_offset": msg.offset,
+        }
+
+    @staticmethod
+    def _emit(out: BatchOutcome, decision: dict, pos: int, key: bytes | None, now_ms: int) -> None:
+        out.decisions.append(decision)
+        out.decision_sources.append(pos)
+        out.responses.append((key, carrier_response(decision, now_ms)))
+
+    @staticmethod
+    def _dead_letter(out: BatchOutcome, stage: str, msg: InboundMessage, code: str, why: str,
+                     schema_id: int | None, record: dict | None, now_ms: int) -> None:
+        dead = {
+            "dead_letter_id": _digest(msg.topic.encode(), str(msg.partition).encode(),
+                                      str(msg.offset).encode(), msg.value or b""),
+            "error_code": code,
+            "error_message": why,
+            "source_topic": msg.topic,
+            "source_partition": msg.partition,
+            "source_offset": msg.offset,
+            "source_timestamp": msg.timestamp_ms,
+            "schema_id": schema_id,
+            "carrier_id": (record or {}).get("carrier_id") or None,
+            "message_id": (record or {}).get("message_id") or None,
+            "original_key": msg.key,
+            "original_value": msg.value,
+            "dead_lettered_at": now_ms,
+        }
+        out.dead_letters.append((msg.key, dead))
+        waybill = (record or {}).get("house_waybill") or (
+            msg.key.decode("utf-8", "replace") if msg.key else None)
+        out.responses.append((msg.key, rejection_response(dead, stage, waybill)))
