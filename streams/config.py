@@ -157,7 +157,10 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         if "GREENLANE_TOPIC_PREFIX" in env:
             topics_data["prefix"] = env["GREENLANE_TOPIC_PREFIX"]
         topics = build_section(Topics, topics_data, f"{where}: [topics]")
-        worker = build_section(Worker, data["worker"], f"{where}: [worker]")
+        worker_data = dict(data["worker"])
+        if "GREENLANE_METRICS_HOST" in env:  # containers serve metrics on 0.0.0.0
+            worker_data["metrics_host"] = env["GREENLANE_METRICS_HOST"]
+        worker = build_section(Worker, worker_data, f"{where}: [worker]")
         local = build_section(Local, data["local"], f"{where}: [local]")
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or data["kafka"]["bootstrap_servers"]
         registry = env.get("SCHEMA_REGISTRY_URL") or data["registry"]["url"]

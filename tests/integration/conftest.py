@@ -1,0 +1,127 @@
+"""A real worker against the real broker and registry (started by `make test`).
+
+Each module gets its own topic prefix and consumer group, so tests never see each other's
+messages, and its own worker process, stopped when the module is done.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from streams import admin
+from streams.config import Settings, load_settings, schema_path
+from streams.progress import scrape
+from streams.serde import WireDecoder, load_schema
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    env: dict[str, str]
+    metrics_url: str
+    producer: Producer
+
+    def send(self, role: str, records: list[dict]) -> None:
+        """Produce records the way a carrier does: Confluent's Avro serializer, keyed by waybill."""
+        topic = self.settings.topics.name(role)
+        ser = AvroSerializer(admin.registry_client(self.settings),
+                             schema_path(role).read_text(),
+                             conf={"auto.register.schemas": False, "use.latest.version": True})
+        ctx = SerializationContext(topic, MessageField.VALUE)
+        for r in records:
+            self.producer.produce(topic, ser(r, ctx), r["house_waybill"].encode())
+        assert self.producer.flush(30) == 0
+
+    def send_raw(self, role: str, key: bytes, value: bytes) -> None:
+        self.producer.produce(self.settings.topics.name(role), value, key)
+        assert self.producer.flush(30) == 0
+
+    def read(self, roles: list[str], until: Callable[[list[dict]], bool],
+             timeout: float = 60.0) -> list[dict]:
+        """Decoded records of the given output topics, read from the start until `until`."""
+        fetch = admin.schema_fetcher(admin.registry_client(self.settings))
+        decoders = {self.settings.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch)
+                    for r in roles}
+        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers,
+                      "group.id": f"it-reader-{uuid.uuid4().hex}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(list(decoders))
+        out: list[dict] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                for m in c.consume(500, timeout=0.5):
+                    if m.error():
+                        continue
+                    [rec] = decoders[m.topic()].decode_batch([m.value()])
+                    assert isinstance(rec, dict), rec
+                    rec["_topic"] = m.topic()
+                    rec["_key"] = m.key()
+                    out.append(rec)
+                if until(out):
+                    return out
+        finally:
+            c.close()
+        raise AssertionError(f"timed out after {timeout}s with {len(out)} records")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Iterator[Harness]:
+    run = uuid.uuid4().hex[:8]
+    port = free_port()
+    settings_file = tmp_path_factory.mktemp("settings") / "it.toml"
+    settings_file.write_text(
+        f'[worker]\napp_id = "greenlane-it-{run}"\nmetrics_port = {port}\n'
+        f'data_dir = "{tmp_path_factory.mktemp("worker")}"\nbatch_within_seconds = 0.05\n'
+        f'[topics]\npartitions = 2\n')
+    env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"it-{run}.",
+               GREENLANE_SETTINGS=str(settings_file))
+    s = load_settings(env=env)
+    admin.prepare(s, progress=lambda m: None)
+    log = Path(tmp_path_factory.mktemp("logs")) / "worker.log"
+    with log.open("wb") as fh:
+        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--quiet"],
+                                  env=env, stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/metrics"
+    deadline = time.monotonic() + 60
+    while not scrape(url):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            worker.kill()
+            pytest.fail(f"worker did not start; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
+    try:
+        yield Harness(s, env, url, producer)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        client = admin.admin_client(s)
+        names = [t for t in client.list_topics(timeout=10).topics
+                 if t.startswith((s.topics.prefix, s.worker.app_id))]
+        if names:
+            client.delete_topics(names, operation_timeout=30)

@@ -1,0 +1,131 @@
+"""The worker on the real broker: counts, dead letters, linking, responses, metrics."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+
+import pytest
+
+from streams.progress import scrape, total
+from tests.factories import item, pre_arrival, pre_loading
+
+pytestmark = pytest.mark.integration
+
+DECISIONS = ["release", "hold", "inspect"]
+
+
+def waybills(n: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6]
+    return [f"T{tag}{i:04d}" for i in range(n)]
+
+
+def test_n_filings_in_give_exactly_n_decisions_and_n_responses(harness):
+    wbs = waybills(150)
+    harness.send("pre_loading", [pre_loading(w) for w in wbs])
+    harness.send("pre_arrival", [pre_arrival(w) for w in wbs])
+    mine = set(wbs)
+
+    def done(recs):
+        return sum(r["house_waybill"] in mine for r in recs) >= 300
+
+    decisions = [r for r in harness.read(DECISIONS, done) if r["house_waybill"] in mine]
+    assert len(decisions) == 300
+    assert len({(d["stage"], d["house_waybill"]) for d in decisions}) == 300
+    responses = [r for r in harness.read(["carrier_response"],
+                                         lambda rs: sum(r["house_waybill"] in mine
+                                                        for r in rs) >= 300)
+                 if r["house_waybill"] in mine]
+    assert len(responses) == 300
+    assert {r["status"] for r in responses} == {"ACCEPTED"}
+    assert {r["outcome"] for r in responses if r["stage"] == "PRE_LOADING"} == {
+        "ASSESSMENT_COMPLETE"}
+    by_key = {r["_key"] for r in responses}
+    assert by_key == {w.encode() for w in wbs}
+
+
+def test_risky_filing_goes_to_inspect_topic_with_reasons(harness):
+    [w] = waybills(1)
+    harness.send("pre_arrival", [pre_arrival(w, items=[item(description="hunting knife",
+                                                            hs_code="821191")])])
+    [d] = [r for r in harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+           if r["house_waybill"] == w]
+    assert d["_topic"] == harness.settings.topics.name("inspect")
+    assert d["route"] == "INSPECT" and d["reasons"][0]["code"] == "R_WEAPON_OR_KNIFE"
+
+
+def test_corrupt_unknown_schema_and_unusable_messages_are_dead_lettered_and_answered(harness):
+    a, b, c = waybills(3)
+    harness.send_raw("pre_arrival", a.encode(), b"\x13 definitely not avro")
+    harness.send_raw("pre_arrival", b.encode(), struct.pack(">bI", 0, 2_000_000_001) + b"\x02x")
+    harness.send("pre_arrival", [pre_arrival(c, items=[])])
+    keys = {a.encode(), b.encode(), c.encode()}
+    dead = [r for r in harness.read(["dead_letter"],
+                                    lambda rs: sum(r["_key"] in keys for r in rs) >= 3)
+            if r["_key"] in keys]
+    by_key = {r["_key"]: r for r in dead}
+    assert by_key[a.encode()]["error_code"] == "UNDECODABLE"
+    assert by_key[a.encode()]["original_value"] == b"\x13 definitely not avro"
+    assert by_key[b.encode()]["error_code"] == "UNKNOWN_SCHEMA_ID"
+    assert by_key[b.encode()]["schema_id"] == 2_000_000_001
+    assert by_key[c.encode()]["error_code"] == "UNUSABLE_RECORD"
+    assert by_key[c.encode()]["carrier_id"] == "EXPRESS-01"
+    assert {r["source_topic"] for r in dead} == {harness.settings.topics.name("pre_arrival")}
+    responses = [r for r in harness.read(["carrier_response"],
+                                         lambda rs: sum(r["_key"] in keys for r in rs) >= 3)
+                 if r["_key"] in keys]
+    assert {r["status"] for r in responses} == {"REJECTED"}
+    assert {r["codes"][0]["code"] for r in responses} == {
+        "DL_UNDECODABLE", "DL_UNKNOWN_SCHEMA_ID", "DL_UNUSABLE_RECORD"}
+    assert not [r for r in harness.read(DECISIONS, lambda rs: True, timeout=5)
+                if r["_key"] in keys]
+
+
+def risky_pre_loading(w: str) -> dict:
+    return pre_loading(w, cargo_description="drone with lithium battery", hs_code="880622")
+
+
+def test_pre_loading_then_pre_arrival_links_the_outcome(harness):
+    [w] = waybills(1)
+    harness.send("pre_loading", [risky_pre_loading(w)])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+    harness.send("pre_arrival", [pre_arrival(w)])
+    recs = harness.read(DECISIONS, lambda rs: sum(r["house_waybill"] == w for r in rs) >= 2)
+    by_stage = {r["stage"]: r for r in recs if r["house_waybill"] == w}
+    assert by_stage["PRE_LOADING"]["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    pa = by_stage["PRE_ARRIVAL"]
+    assert pa["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    assert pa["linked_decision_id"] == by_stage["PRE_LOADING"]["decision_id"]
+    assert pa["route"] == "INSPECT"
+
+
+def test_pre_arrival_then_pre_loading_is_reassessed(harness):
+    [w] = waybills(1)
+    harness.send("pre_arrival", [pre_arrival(w)])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+    harness.send("pre_loading", [risky_pre_loading(w)])
+    recs = [r for r in harness.read(DECISIONS,
+                                    lambda rs: sum(r["house_waybill"] == w for r in rs) >= 3)
+            if r["house_waybill"] == w]
+    first = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["revision"] == 0]
+    revised = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["revision"] == 1]
+    assert first[0]["route"] == "RELEASE" and first[0]["linked_placi_outcome"] is None
+    assert revised[0]["route"] == "INSPECT"
+    assert revised[0]["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+
+
+def test_metrics_endpoint_reports_the_traffic(harness):
+    [w] = waybills(1)
+    harness.send("pre_arrival", [pre_arrival(w, items=[item(description="gift")])])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+    samples = scrape(harness.metrics_url)
+    topic = harness.settings.topics.name("pre_arrival")
+    assert total(samples, "greenlane_messages_consumed_total", topic=topic) >= 1
+    assert total(samples, "greenlane_decisions_total", stage="PRE_ARRIVAL") >= 1
+    assert total(samples, "greenlane_quality_findings_total", code="DQ_VAGUE_DESCRIPTION") >= 1
+    assert total(samples, "greenlane_batch_size_count", stage="PRE_ARRIVAL") >= 1
+    assert total(samples, "greenlane_batch_processing_seconds_count") >= 1
+    assert total(samples, "greenlane_decision_latency_seconds_count", stage="PRE_ARRIVAL") >= 1
+    assert total(samples, "greenlane_carrier_responses_total", status="ACCEPTED") >= 1
+    for labels in samples.get("greenlane_decisions_total", {}):
+        assert {k for k, _ in labels} == {"stage", "route"}  # no per-shipment labels

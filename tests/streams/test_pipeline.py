@@ -1,0 +1,144 @@
+import json
+
+import pytest
+
+from streams import quality
+from streams.config import schema_path
+from streams.pipeline import Assessor, InboundMessage, decision_id
+from streams.serde import WireDecoder, WireEncoder, load_schema
+from streams.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
+from tests.factories import NOW_MS, item, pre_arrival, pre_loading
+
+SCHEMAS = {PRE_LOADING: load_schema(schema_path("pre_loading")),
+           PRE_ARRIVAL: load_schema(schema_path("pre_arrival"))}
+IDS = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
+TOPIC = {PRE_LOADING: "filing.pre-loading", PRE_ARRIVAL: "filing.pre-arrival"}
+
+
+def fetch(schema_id):
+    by_id = {IDS[s]: SCHEMAS[s] for s in IDS}
+    return json.dumps(by_id[schema_id]) if schema_id in by_id else None
+
+
+@pytest.fixture(scope="module")
+def assessor():
+    decoders = {s: WireDecoder(SCHEMAS[s], fetch) for s in SCHEMAS}
+    return Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
+
+
+def messages(stage, records, start_offset=0):
+    enc = WireEncoder(SCHEMAS[stage], IDS[stage])
+    return [InboundMessage(r["house_waybill"].encode(), enc.encode(r), TOPIC[stage], 0,
+                           start_offset + i, NOW_MS) for i, r in enumerate(records)]
+
+
+def raw(stage, value, offset=0, key=b"K"):
+    return InboundMessage(key, value, TOPIC[stage], 3, offset, NOW_MS)
+
+
+def test_every_filing_gets_exactly_one_decision_and_one_response(assessor):
+    recs = [pre_loading(f"H{i}") for i in range(20)]
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, recs), {}, NOW_MS)
+    assert len(out.decisions) == 20 and len(out.responses) == 20 and not out.dead_letters
+    assert {d["placi_outcome"] for d in out.decisions} == {"ASSESSMENT_COMPLETE"}
+    assert {r["status"] for _, r in out.responses} == {"ACCEPTED"}
+    assert set(out.link_updates) == {f"H{i}" for i in range(20)}
+
+
+def test_decisions_are_deterministic(assessor):
+    msgs = messages(PRE_ARRIVAL, [pre_arrival("H1"), pre_arrival("H2")])
+    a = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS)
+    b = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS + 5000)
+    assert a.decisions == b.decisions
+    assert a.decisions[0]["decision_id"] == decision_id(PRE_ARRIVAL, msgs[0].value)
+    assert a.decisions[0]["decision_id"] != a.decisions[1]["decision_id"]
+
+
+def test_risky_goods_are_routed_with_reasons(assessor):
+    rec = pre_arrival("H9", items=[item(description="hunting knife", hs_code="821191")])
+    [d] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS).decisions
+    assert d["route"] == "INSPECT"
+    assert d["reasons"][0]["code"] == "R_WEAPON_OR_KNIFE"
+    assert d["risk_score"] == sum(r["contribution"] for r in d["reasons"])
+
+
+def test_bad_bytes_unknown_schema_and_unusable_records_are_dead_lettered(assessor):
+    unusable = pre_arrival("H3", items=[])
+    enc = WireEncoder(SCHEMAS[PRE_ARRIVAL], IDS[PRE_ARRIVAL])
+    batch = [raw(PRE_ARRIVAL, b"\xffgarbage", 0),
+             raw(PRE_ARRIVAL, b"\x00\x00\x00\x03\xe7" + enc.encode(pre_arrival())[5:], 1),
+             raw(PRE_ARRIVAL, enc.encode(unusable), 2, key=b"H3"),
+             *messages(PRE_ARRIVAL, [pre_arrival("H4")], start_offset=3)]
+    out = assessor.assess(PRE_ARRIVAL, batch, {}, NOW_MS)
+    assert [dl["error_code"] for _, dl in out.dead_letters] == [
+        "UNDECODABLE", "UNKNOWN_SCHEMA_ID", "UNUSABLE_RECORD"]
+    assert [dl["source_offset"] for _, dl in out.dead_letters] == [0, 1, 2]
+    assert out.dead_letters[0][1]["original_value"] == b"\xffgarbage"
+    assert out.dead_letters[1][1]["schema_id"] == 999
+    assert out.dead_letters[2][1]["carrier_id"] == "EXPRESS-01"
+    assert len(out.decisions) == 1
+    rejected = [r for _, r in out.responses if r["status"] == "REJECTED"]
+    assert len(rejected) == 3 and rejected[0]["codes"][0]["code"] == "DL_UNDECODABLE"
+    assert rejected[2]["house_waybill"] == "H3"
+
+
+def test_a_pre_loading_filed_on_the_wrong_topic_is_a_dead_letter(assessor):
+    enc = WireEncoder(SCHEMAS[PRE_LOADING], IDS[PRE_LOADING])
+    out = assessor.assess(PRE_ARRIVAL, [raw(PRE_ARRIVAL, enc.encode(pre_loading()))], {}, NOW_MS)
+    assert out.dead_letters[0][1]["error_code"] == "WRONG_SCHEMA"
+
+
+def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
+    pl = pre_loading("H5", cargo_description="lithium battery packs", hs_code="850760",
+                     route=["CN", "IR", "DE"])
+    first = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), {}, NOW_MS)
+    [pl_decision] = first.decisions
+    assert pl_decision["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    links = {k: v for k, (_, v) in first.link_updates.items()}
+    [pa_decision] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H5")]),
+                                    links, NOW_MS).decisions
+    assert pa_decision["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    assert pa_decision["linked_decision_id"] == pl_decision["decision_id"]
+    assert pa_decision["route"] == "INSPECT"
+    assert "R_PRE_LOADING_REFERRAL" in [r["code"] for r in pa_decision["reasons"]]
+
+
+def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(assessor):
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), {},
+                              NOW_MS)
+    [pa] = arrival.decisions
+    assert pa["route"] == "RELEASE" and pa["linked_placi_outcome"] is None
+    assert [r["code"] for r in pa["reasons"]] == ["R_NO_PRE_LOADING_FILING"]
+    links = {k: v for k, (_, v) in arrival.link_updates.items()}
+    pl = pre_loading("H6", cargo_description="drone with lithium battery", hs_code="880622")
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), links, NOW_MS)
+    assert [d["stage"] for d in out.decisions] == [PRE_LOADING, PRE_ARRIVAL]
+    revised = out.decisions[1]
+    assert revised["revision"] == 1 and revised["route"] == "INSPECT"
+    assert revised["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    assert revised["message_id"] == "PA-H6"
+    assert revised["decision_id"] != pa["decision_id"]
+    assert len(out.responses) == 2
+    entry = out.link_updates["H6"][1]
+    assert entry["pre_arrival"]["pending"] is None and entry["pre_arrival"]["revision"] == 1
+
+
+def test_pre_arrival_first_with_a_harmless_pre_loading_adds_no_decision(assessor):
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), {},
+                              NOW_MS)
+    links = {k: v for k, (_, v) in arrival.link_updates.items()}
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pre_loading("H7")]), links, NOW_MS)
+    assert [d["stage"] for d in out.decisions] == [PRE_LOADING]
+    assert out.link_updates["H7"][1]["pre_arrival"]["pending"] is None
+
+
+def test_quality_findings_reach_the_decision_the_response_and_the_counts(assessor):
+    rec = pre_arrival("H8", items=[item(description="gift", hs_code="999999")])
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS)
+    [d] = out.decisions
+    codes = {f["code"] for f in d["quality_findings"]}
+    assert {"DQ_VAGUE_DESCRIPTION", "DQ_UNKNOWN_HS_CODE"} <= codes
+    assert d["quality_score"] < 1.0
+    assert out.findings["DQ_VAGUE_DESCRIPTION"] == 1
+    response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
+    assert "DQ_VAGUE_DESCRIPTION" in response_codes and "R_VAGUE_DESCRIPTION" in response_codes
