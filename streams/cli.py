@@ -30,10 +30,14 @@ def _cmd_infra(args: argparse.Namespace) -> int:
     from streams import infra
 
     s = settings()
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
     if args.action == "up":
-        infra.up(s, record=args.record)
+        infra.up(s, record=args.record, progress=say)
     elif args.action == "down":
-        infra.down(s, only_recorded=args.only_recorded)
+        infra.down(s, only_recorded=args.only_recorded, progress=say)
     else:
         for name, state in infra.status(s).items():
             print(f"{name:10} {state}")
@@ -168,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL.")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--record", type=Path, metavar="FILE",
-                   help="with up: write the names of the services this call started to FILE")
+                   help="with up: add the names of the services this call started to FILE")
     p.add_argument("--only-recorded", type=Path, metavar="FILE",
                    help="with down: stop only the services named in FILE (then delete it)")
     p.set_defaults(func=_cmd_infra)
@@ -222,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=200_000, help="backlog size (default: %(default)s)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--latency-seconds", type=float, default=20.0,
+                   help="length of the steady-rate latency phase (default: %(default)s)")
+    p.add_argument("--no-uvloop", action="store_true", help="run the worker on asyncio's loop")
+    p.add_argument("--worker-settings", default="", metavar="TOML",
+                   help="extra TOML lines for the worker, e.g. '[worker]\\nbatch_max = 5000'")
+    p.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics")
     p.set_defaults(func=_cmd_bench)
     return parser
 
