@@ -136,39 +136,44 @@ def _drain_responses(s: Settings, expected: int, timeout: float, worker: subproc
     return count, first or 0.0, last
 
 
-def _latency_phase(s: Settings, rate: float, seconds: float, seed: int) -> dict:
+def _latency_phase(s: Settings, registered: dict[str, int], rate: float, seconds: float,
+                   seed: int) -> dict:
     """Steady load: time from producing a filing to receiving its carrier response."""
-    sim = CarrierSimulator(s)
-    consumer = _consumer(s, f"bench-latency-{uuid.uuid4().hex}")
+    encoders = {r: WireEncoder(load_schema(schema_path(r)), registered[r])
+                for r in ("pre_loading", "pre_arrival")}
+    filings = [f for f in generate(int(rate * seconds), seed=seed, risky_share=0.05,
+                                   invalid_share=0.0) if f.value is not None]
+    payloads = [(s.topics.name(f.role), f.key, encoders[f.role].encode(f.value),
+                 f.value["message_id"]) for f in filings]
     topic = s.topics.name("carrier_response")
+    consumer = _consumer(s, f"bench-latency-{uuid.uuid4().hex}")
     consumer.assign([TopicPartition(topic, p, offset)
-                     for (t, p), offset in _end_offsets(s, [topic]).items()])
-    fetch = admin.schema_fetcher(admin.registry_client(s))
-    decoder = WireDecoder(load_schema(schema_path("carrier_response")), fetch)
+                     for (_, p), offset in _end_offsets(s, [topic]).items()])
+    decoder = WireDecoder(load_schema(schema_path("carrier_response")),
+                          admin.schema_fetcher(admin.registry_client(s)))
+    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
     sent_at: dict[str, float] = {}
-    count = int(rate * seconds)
-    filings = [f for f in generate(count, seed=seed, risky_share=0.05, invalid_share=0.0)
-               if f.value is not None]
-
-    def stamp(n: int) -> None:
-        sent_at[filings[n - 1].value["message_id"]] = time.perf_counter()
-
-    import threading
-
-    sender = threading.Thread(target=lambda: sim.send(filings, rate=rate, progress=stamp))
-    sender.start()
-    latencies = []
-    deadline = time.monotonic() + seconds + 30
-    while len(latencies) < len(filings) and time.monotonic() < deadline:
-        msgs = consumer.consume(1000, timeout=0.2)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    deadline = started + seconds + 30
+    i = 0
+    while (i < len(payloads) or sent_at) and time.perf_counter() < deadline:
+        due = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
+        while i < due:
+            topic_name, key, value, message_id = payloads[i]
+            producer.produce(topic_name, value, key)
+            sent_at[message_id] = time.perf_counter()
+            i += 1
+        producer.poll(0)
+        msgs = consumer.consume(1000, timeout=0.002)
         now = time.perf_counter()
         for r in decoder.decode_batch([m.value() for m in msgs if not m.error()]):
             if isinstance(r, dict) and r["message_id"] in sent_at:
                 latencies.append(now - sent_at.pop(r["message_id"]))
-    sender.join()
+    producer.flush(10)
     consumer.close()
     latencies.sort()
-    return {"rate_per_s": rate, "filings": len(filings), "answered": len(latencies),
+    return {"rate_per_s": rate, "filings": len(payloads), "answered": len(latencies),
             "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
             "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
             "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
@@ -223,7 +228,8 @@ def main(args: argparse.Namespace) -> int:
         log(f"  {pipeline}")
         rate = max(100.0, round(0.5 * pipeline["throughput_per_s"], -2))
         log(f"latency at a steady {rate:,.0f} filings/s for {args.latency_seconds:g} s…")
-        pipeline["latency"] = _latency_phase(s, rate, args.latency_seconds, args.seed + 1)
+        pipeline["latency"] = _latency_phase(s, registered, rate, args.latency_seconds,
+                                             args.seed + 1)
         log(f"  {pipeline['latency']}")
     finally:
         worker.terminate()

@@ -78,10 +78,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                        invalid_share=args.invalid_share)
     started = time.monotonic()
 
-    def progress(n: int) -> None:
-        if n % 10_000 == 0:
-            print(f"\rsent {n:,} filings ({n / max(time.monotonic() - started, 1e-9):,.0f}/s)",
-                  end="", flush=True)
+    def progress(n: int) -> None:  # called about twice a second
+        print(f"\rsent {n:,} filings ({n / max(time.monotonic() - started, 1e-9):,.0f}/s)",
+              end="", flush=True)
 
     report = sim.send(filings, rate=args.rate, progress=progress)
     print(f"\n{report}")
