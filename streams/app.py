@@ -141,29 +141,27 @@ def create_app(s: Settings | None = None) -> faust.App:
         web_enabled=False,
         topic_partitions=s.topics.partitions,
         topic_replication_factor=s.topics.replication_factor,
-        key_serializer="raw",
-        value_serializer="raw",
+        # JSON for the link table's changelog; the filing topics below are read as raw bytes.
+        key_serializer="json",
+        value_serializer="json",
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=s.worker.batch_max,
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max),
         table_cleanup_interval=60.0,
     )
-    links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions,
-                      key_serializer="json", value_serializer="json")
-    state: dict[str, object] = {}
+    links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions)
+    # Topics, schemas and configuration are ready before the first batch can arrive.
+    registered = admin.prepare(s, progress=log.info)
+    fetch = admin.schema_fetcher(admin.registry_client(s))
+    decoders = {stage: WireDecoder(load_schema(schema_path(role)), fetch)
+                for stage, role in STAGE_TOPIC_ROLE.items()}
+    assessor = Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
+    publisher = Publisher(s, registered.ids)
 
-    @app.on_startup.connect
-    async def prepare(app: faust.App, **_) -> None:
-        registered = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: admin.prepare(s, progress=log.info))
-        fetch = admin.schema_fetcher(admin.registry_client(s))
-        decoders = {stage: WireDecoder(load_schema(schema_path(role)), fetch)
-                    for stage, role in STAGE_TOPIC_ROLE.items()}
-        state["assessor"] = Assessor(quality.load_quality_rules(), load_targeting_rules(),
-                                     decoders)
-        state["publisher"] = Publisher(s, registered.ids)
+    @app.task
+    async def serve_metrics() -> None:
         metrics.serve(s.worker.metrics_host, s.worker.metrics_port)
-        log.info("greenlane worker ready; metrics on http://%s:%s/metrics",
+        log.info("greenlane worker started; metrics on http://%s:%s/metrics",
                  s.worker.metrics_host, s.worker.metrics_port)
 
     def stage_agent(stage: str):
@@ -176,8 +174,6 @@ def create_app(s: Settings | None = None) -> faust.App:
             async for events in stream.take_events(s.worker.batch_max,
                                                    within=s.worker.batch_within_seconds):
                 started = time.perf_counter()
-                assessor: Assessor = state["assessor"]  # type: ignore[assignment]
-                publisher: Publisher = state["publisher"]  # type: ignore[assignment]
                 messages = inbound(events)
                 outcome = assessor.assess(stage, messages, links, int(time.time() * 1000))
                 # Before the first await: the other stage's agent must see these links.
