@@ -236,10 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--latency-seconds", type=float, default=20.0,
                    help="length of the steady-rate latency phase (default: %(default)s)")
+    p.add_argument("--latency-rate", type=float, default=1000.0,
+                   help="filings/s during the latency phase (default: %(default)s)")
     p.add_argument("--no-uvloop", action="store_true", help="run the worker on asyncio's loop")
     p.add_argument("--worker-settings", default="", metavar="TOML",
                    help="extra TOML lines for the worker, e.g. '[worker]\\nbatch_max = 5000'")
     p.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics")
+    p.add_argument("--worker-batch-max", type=int, default=2000,
+                   help="batch size of the Faust-ceiling agent (default: %(default)s)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -41,6 +41,32 @@ class Harness:
     env: dict[str, str]
     metrics_url: str
     producer: Producer
+    log: Path
+    worker: subprocess.Popen | None = None
+
+    def start_worker(self) -> None:
+        """Start a worker process and wait until it serves metrics."""
+        with self.log.open("ab") as fh:
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker", "--quiet"],
+                env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not scrape(self.metrics_url):
+            if self.worker.poll() is not None or time.monotonic() > deadline:
+                self.stop_worker()
+                pytest.fail(f"worker did not start; log:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop_worker(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.terminate()
+        try:
+            self.worker.wait(30)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+            self.worker.wait()
+        self.worker = None
 
     def send(self, role: str, records: list[dict]) -> None:
         """Produce records the way a carrier does: Confluent's Avro serializer, keyed by waybill."""
@@ -100,26 +126,13 @@ def harness(tmp_path_factory) -> Iterator[Harness]:
     s = load_settings(env=env)
     admin.prepare(s, progress=lambda m: None)
     log = Path(tmp_path_factory.mktemp("logs")) / "worker.log"
-    with log.open("wb") as fh:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--quiet"],
-                                  env=env, stdout=fh, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/metrics"
-    deadline = time.monotonic() + 60
-    while not scrape(url):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            worker.kill()
-            pytest.fail(f"worker did not start; log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
     producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
+    h = Harness(s, env, f"http://127.0.0.1:{port}/metrics", producer, log)
+    h.start_worker()
     try:
-        yield Harness(s, env, url, producer)
+        yield h
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        h.stop_worker()
         client = admin.admin_client(s)
         names = [t for t in client.list_topics(timeout=10).topics
                  if t.startswith((s.topics.prefix, s.worker.app_id))]
