@@ -35,8 +35,11 @@ def create_topics(settings: Settings, partitions: int | None = None) -> list[str
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=30).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions or settings.topics.partitions,
-                 replication_factor=settings.topics.replication_factor)
+        NewTopic(
+            name,
+            num_partitions=partitions or settings.topics.partitions,
+            replication_factor=settings.topics.replication_factor,
+        )
         for name in settings.topics.all().values()
         if name not in existing
     ]
@@ -60,8 +63,9 @@ class RegisteredSchemas:
     ids: dict[str, int]
 
 
-def register_schemas(settings: Settings, client: SchemaRegistryClient | None = None
-                     ) -> RegisteredSchemas:
+def register_schemas(
+    settings: Settings, client: SchemaRegistryClient | None = None
+) -> RegisteredSchemas:
     """Register each topic's value schema (topic-name strategy) with the configured compatibility.
 
     A schema that breaks compatibility with what is registered is refused by the registry: the
@@ -103,6 +107,8 @@ def prepare(settings: Settings, progress: Callable[[str], None] = print) -> Regi
     if created:
         progress(f"created {len(created)} topics ({settings.topics.partitions} partitions each)")
     registered = register_schemas(settings)
-    progress(f"schemas registered ({settings.compatibility}): "
-             + ", ".join(f"{role}={sid}" for role, sid in registered.ids.items()))
+    progress(
+        f"schemas registered ({settings.compatibility}): "
+        + ", ".join(f"{role}={sid}" for role, sid in registered.ids.items())
+    )
     return registered

@@ -13,10 +13,10 @@ limits a Python stream processor.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,18 +40,23 @@ class Publisher:
     """Publishes a batch outcome and waits until the broker has confirmed all of it."""
 
     def __init__(self, s: Settings, schema_ids: dict[str, int]) -> None:
-        self.producer = Producer({
-            "bootstrap.servers": s.bootstrap_servers,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "enable.idempotence": True,
-            "queue.buffering.max.messages": 1_000_000,
-        })
+        self.producer = Producer(
+            {
+                "bootstrap.servers": s.bootstrap_servers,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "enable.idempotence": True,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
         self.topics = s.topics
-        self.encoders = {role: WireEncoder(load_schema(schema_path(role)), schema_ids[role])
-                         for role in ("release", "carrier_response", "dead_letter")}
-        self.decision_topic = {route: self.topics.name(role)
-                               for route, role in ROUTE_TOPIC_ROLE.items()}
+        self.encoders = {
+            role: WireEncoder(load_schema(schema_path(role)), schema_ids[role])
+            for role in ("release", "carrier_response", "dead_letter")
+        }
+        self.decision_topic = {
+            route: self.topics.name(role) for route, role in ROUTE_TOPIC_ROLE.items()
+        }
         self.errors: list[str] = []
 
     def _on_delivery(self, err, _msg) -> None:
@@ -69,8 +74,9 @@ class Publisher:
     def enqueue(self, outcome: BatchOutcome) -> None:
         encode_decision = self.encoders["release"].encode  # one schema for the three lanes
         for d in outcome.decisions:
-            self.produce(self.decision_topic[d["route"]], d["house_waybill"].encode(),
-                          encode_decision(d))
+            self.produce(
+                self.decision_topic[d["route"]], d["house_waybill"].encode(), encode_decision(d)
+            )
         encode = self.encoders["carrier_response"].encode
         topic = self.topics.name("carrier_response")
         for key, r in outcome.responses:
@@ -85,8 +91,9 @@ class Publisher:
         remaining = self.producer.flush(timeout)
         if remaining or self.errors:
             errors, self.errors = self.errors[:5], []
-            raise KafkaException(f"{remaining} outputs undelivered after {timeout}s; "
-                                 f"errors: {errors}")
+            raise KafkaException(
+                f"{remaining} outputs undelivered after {timeout}s; errors: {errors}"
+            )
 
 
 def inbound(events: Sequence) -> list[InboundMessage]:
@@ -96,8 +103,13 @@ def inbound(events: Sequence) -> list[InboundMessage]:
     ]
 
 
-def record_metrics(stage: str, events: Sequence, outcome: BatchOutcome, started: float,
-                   messages: list[InboundMessage]) -> None:
+def record_metrics(
+    stage: str,
+    events: Sequence,
+    outcome: BatchOutcome,
+    started: float,
+    messages: list[InboundMessage],
+) -> None:
     done_ms = time.time() * 1000
     metrics.BATCH_SIZE.labels(stage).observe(len(events))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
@@ -114,8 +126,9 @@ def record_metrics(stage: str, events: Sequence, outcome: BatchOutcome, started:
         metrics.CARRIER_RESPONSES.labels(r["status"]).inc()
 
 
-def apply_link_updates(table, events: Sequence, outcome: BatchOutcome,
-                       publisher: Publisher) -> None:
+def apply_link_updates(
+    table, events: Sequence, outcome: BatchOutcome, publisher: Publisher
+) -> None:
     """Store link entries and write their changelog records in one go.
 
     This is what ``table[key] = value`` does (store, then changelog record in the partition of
@@ -128,8 +141,12 @@ def apply_link_updates(table, events: Sequence, outcome: BatchOutcome,
     produce = publisher.produce
     for waybill, (pos, entry) in outcome.link_updates.items():
         store[waybill] = entry
-        produce(topic, json.dumps(waybill).encode(), json.dumps(entry).encode(),
-                events[pos].message.partition)
+        produce(
+            topic,
+            json.dumps(waybill).encode(),
+            json.dumps(entry).encode(),
+            events[pos].message.partition,
+        )
 
 
 def create_app(s: Settings | None = None) -> faust.App:
@@ -156,26 +173,33 @@ def create_app(s: Settings | None = None) -> faust.App:
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
-    decoders = {stage: WireDecoder(load_schema(schema_path(role)), fetch)
-                for stage, role in STAGE_TOPIC_ROLE.items()}
+    decoders = {
+        stage: WireDecoder(load_schema(schema_path(role)), fetch)
+        for stage, role in STAGE_TOPIC_ROLE.items()
+    }
     assessor = Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
     publisher = Publisher(s, registered.ids)
 
     @app.task
     async def serve_metrics() -> None:
         metrics.serve(s.worker.metrics_host, s.worker.metrics_port)
-        log.info("greenlane worker started; metrics on http://%s:%s/metrics",
-                 s.worker.metrics_host, s.worker.metrics_port)
+        log.info(
+            "greenlane worker started; metrics on http://%s:%s/metrics",
+            s.worker.metrics_host,
+            s.worker.metrics_port,
+        )
 
     def stage_agent(stage: str):
-        topic = app.topic(s.topics.name(STAGE_TOPIC_ROLE[stage]), key_serializer="raw",
-                          value_serializer="raw")
+        topic = app.topic(
+            s.topics.name(STAGE_TOPIC_ROLE[stage]), key_serializer="raw", value_serializer="raw"
+        )
         consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
 
         async def assess(stream):
             loop = asyncio.get_running_loop()
-            async for events in stream.take_events(s.worker.batch_max,
-                                                   within=s.worker.batch_within_seconds):
+            async for events in stream.take_events(
+                s.worker.batch_max, within=s.worker.batch_within_seconds
+            ):
                 started = time.perf_counter()
                 messages = inbound(events)
                 outcome = assessor.assess(stage, messages, links.data, int(time.time() * 1000))

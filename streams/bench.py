@@ -39,9 +39,15 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def _consumer(s: Settings, group: str) -> Consumer:
-    return Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": group,
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                     "fetch.max.bytes": 64 * 1024 * 1024})
+    return Consumer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
 
 
 def _end_offsets(s: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
@@ -62,14 +68,21 @@ def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
     fetch = admin.schema_fetcher(admin.registry_client(s))
     roles = ("pre_loading", "pre_arrival")
     decoders = {s.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch) for r in roles}
-    encoders = {s.topics.name(r): WireEncoder(load_schema(schema_path(r)), registered[r])
-                for r in roles}
+    encoders = {
+        s.topics.name(r): WireEncoder(load_schema(schema_path(r)), registered[r]) for r in roles
+    }
     forward = s.topics.name("dead_letter") + ".bare-forward"
     admin.admin_client(s)  # the topic is auto-created on first produce
     consumer = _consumer(s, f"bench-bare-{uuid.uuid4().hex}")
     consumer.subscribe([s.topics.name(r) for r in roles])
-    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 5,
-                         "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     seen = 0
     started = None
     while seen < expected:
@@ -97,17 +110,32 @@ def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
     producer.flush(60)
     elapsed = time.perf_counter() - started
     consumer.close()
-    return {"messages": seen, "seconds": round(elapsed, 3),
-            "throughput_per_s": round(seen / elapsed, 1)}
+    return {
+        "messages": seen,
+        "seconds": round(elapsed, 3),
+        "throughput_per_s": round(seen / elapsed, 1),
+    }
 
 
 def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> dict:
     """Run streams.faust_ceiling on the backlog (a fresh consumer group) and return its figures."""
     topics = [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]
     out = subprocess.run(
-        [sys.executable, "-m", "streams.faust_ceiling", s.bootstrap_servers,
-         f"greenlane-bench-ceiling-{run_id}", str(expected), str(batch_max), "0.1", *topics],
-        capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "streams.faust_ceiling",
+            s.bootstrap_servers,
+            f"greenlane-bench-ceiling-{run_id}",
+            str(expected),
+            str(batch_max),
+            "0.1",
+            *topics,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     for line in out.stdout.splitlines():
         if line.startswith("{"):
             return json.loads(line)
@@ -115,8 +143,10 @@ def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> di
 
 
 def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides: str) -> Path:
-    ours = (f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'
-            f'data_dir = "{tempfile.mkdtemp(prefix="greenlane-bench-worker-")}"\n')
+    ours = (
+        f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'
+        f'data_dir = "{tempfile.mkdtemp(prefix="greenlane-bench-worker-")}"\n'
+    )
     if "[worker]" in overrides:
         text = overrides.replace("[worker]", "[worker]\n" + ours, 1)
     else:
@@ -127,8 +157,9 @@ def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides
     return Path(name)
 
 
-def _drain_responses(s: Settings, expected: int, timeout: float, worker: subprocess.Popen
-                     ) -> tuple[int, float, float]:
+def _drain_responses(
+    s: Settings, expected: int, timeout: float, workers: list[subprocess.Popen]
+) -> tuple[int, float, float]:
     """Count carrier responses until `expected`; return (count, first ts, last ts) in seconds."""
     c = _consumer(s, f"bench-responses-{uuid.uuid4().hex}")
     c.subscribe([s.topics.name("carrier_response")])
@@ -136,8 +167,9 @@ def _drain_responses(s: Settings, expected: int, timeout: float, worker: subproc
     deadline = time.monotonic() + timeout
     try:
         while count < expected and time.monotonic() < deadline:
-            if worker.poll() is not None:
-                raise RuntimeError(f"the worker exited with {worker.returncode} during the bench")
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {worker.returncode} during the bench")
             for m in c.consume(10000, timeout=0.5):
                 if m.error():
                     continue
@@ -150,21 +182,31 @@ def _drain_responses(s: Settings, expected: int, timeout: float, worker: subproc
     return count, first or 0.0, last
 
 
-def _latency_phase(s: Settings, registered: dict[str, int], rate: float, seconds: float,
-                   seed: int) -> dict:
+def _latency_phase(
+    s: Settings, registered: dict[str, int], rate: float, seconds: float, seed: int
+) -> dict:
     """Steady load: time from producing a filing to receiving its carrier response."""
-    encoders = {r: WireEncoder(load_schema(schema_path(r)), registered[r])
-                for r in ("pre_loading", "pre_arrival")}
-    filings = [f for f in generate(int(rate * seconds), seed=seed, risky_share=0.05,
-                                   invalid_share=0.0) if f.value is not None]
-    payloads = [(s.topics.name(f.role), f.key, encoders[f.role].encode(f.value),
-                 f.value["message_id"]) for f in filings]
+    encoders = {
+        r: WireEncoder(load_schema(schema_path(r)), registered[r])
+        for r in ("pre_loading", "pre_arrival")
+    }
+    filings = [
+        f
+        for f in generate(int(rate * seconds), seed=seed, risky_share=0.05, invalid_share=0.0)
+        if f.value is not None
+    ]
+    payloads = [
+        (s.topics.name(f.role), f.key, encoders[f.role].encode(f.value), f.value["message_id"])
+        for f in filings
+    ]
     topic = s.topics.name("carrier_response")
     consumer = _consumer(s, f"bench-latency-{uuid.uuid4().hex}")
-    consumer.assign([TopicPartition(topic, p, offset)
-                     for (_, p), offset in _end_offsets(s, [topic]).items()])
-    decoder = WireDecoder(load_schema(schema_path("carrier_response")),
-                          admin.schema_fetcher(admin.registry_client(s)))
+    consumer.assign(
+        [TopicPartition(topic, p, offset) for (_, p), offset in _end_offsets(s, [topic]).items()]
+    )
+    decoder = WireDecoder(
+        load_schema(schema_path("carrier_response")), admin.schema_fetcher(admin.registry_client(s))
+    )
     producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -187,16 +229,21 @@ def _latency_phase(s: Settings, registered: dict[str, int], rate: float, seconds
     producer.flush(10)
     consumer.close()
     latencies.sort()
-    return {"rate_per_s": rate, "filings": len(payloads), "answered": len(latencies),
-            "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
-            "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
-            "p99_ms": round(1000 * _percentile(latencies, 0.99), 1)}
+    return {
+        "rate_per_s": rate,
+        "filings": len(payloads),
+        "answered": len(latencies),
+        "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
+        "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+    }
 
 
 def _delete_topics(s: Settings, app_id: str) -> None:
     client = admin.admin_client(s)
-    names = [t for t in client.list_topics(timeout=10).topics
-             if t.startswith((s.topics.prefix, app_id))]
+    names = [
+        t for t in client.list_topics(timeout=10).topics if t.startswith((s.topics.prefix, app_id))
+    ]
     for future in client.delete_topics(names, operation_timeout=30).values():
         try:
             future.result()
@@ -215,10 +262,12 @@ def main(args: argparse.Namespace) -> int:
     log(f"preloading {args.count:,} filings…")
     t0 = time.perf_counter()
     report = CarrierSimulator(s).send(
-        generate(args.count, seed=args.seed, risky_share=0.05, invalid_share=0.01))
+        generate(args.count, seed=args.seed, risky_share=0.05, invalid_share=0.01)
+    )
     log(f"  preloaded in {time.perf_counter() - t0:.1f} s: {report}")
-    expected = sum(_end_offsets(s, [s.topics.name("pre_loading"),
-                                    s.topics.name("pre_arrival")]).values())
+    expected = sum(
+        _end_offsets(s, [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]).values()
+    )
 
     log("bare loop (confluent-kafka + fastavro decode/encode/forward)…")
     bare = bare_loop(s, registered, expected)
@@ -230,32 +279,41 @@ def main(args: argparse.Namespace) -> int:
 
     log("pipeline (greenlane worker) draining the backlog…")
     app_id = f"greenlane-bench-{run_id}"
-    settings_file = _worker_settings_file(s, app_id, 0,
-                                          args.worker_settings.replace("\\n", "\n"))
+    settings_file = _worker_settings_file(s, app_id, 0, args.worker_settings.replace("\\n", "\n"))
     worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
     worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
-    with worker_log.open("wb") as fh:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--quiet"]
-                                  + (["--no-uvloop"] if args.no_uvloop else []),
-                                  env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "streams.cli", "worker", "--quiet"] + (
+        ["--no-uvloop"] if args.no_uvloop else []
+    )
+    with worker_log.open("wb") as fh:  # N workers in one consumer group: Kafka's scale-out
+        workers = [
+            subprocess.Popen(command, env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
+            for _ in range(args.workers)
+        ]
     try:
-        count, first, last = _drain_responses(s, expected, timeout=1800, worker=worker)
+        count, first, last = _drain_responses(s, expected, timeout=1800, workers=workers)
         span = max(last - first, 1e-3)
-        pipeline = {"filings": count, "seconds": round(span, 3),
-                    "throughput_per_s": round(count / span, 1)}
+        pipeline = {
+            "filings": count,
+            "seconds": round(span, 3),
+            "throughput_per_s": round(count / span, 1),
+        }
         log(f"  {pipeline}")
         # Well below capacity: on 2 cores the bench's own producer and consumer share the CPU.
         rate = min(args.latency_rate, max(100.0, round(0.5 * pipeline["throughput_per_s"], -2)))
         log(f"latency at a steady {rate:,.0f} filings/s for {args.latency_seconds:g} s…")
-        pipeline["latency"] = _latency_phase(s, registered, rate, args.latency_seconds,
-                                             args.seed + 1)
+        pipeline["latency"] = _latency_phase(
+            s, registered, rate, args.latency_seconds, args.seed + 1
+        )
         log(f"  {pipeline['latency']}")
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         settings_file.unlink(missing_ok=True)
         if not args.keep_topics:
             _delete_topics(s, app_id)
@@ -263,12 +321,14 @@ def main(args: argparse.Namespace) -> int:
         "backlog_filings": expected,
         "partitions": args.partitions,
         "uvloop": not args.no_uvloop,
+        "workers": args.workers,
         "pipeline": pipeline,
         "bare_loop": bare,
         "faust_ceiling": ceiling,
         "ratio": round(pipeline["throughput_per_s"] / bare["throughput_per_s"], 3),
         "ratio_to_faust_ceiling": round(
-            pipeline["throughput_per_s"] / ceiling["throughput_per_s"], 3),
+            pipeline["throughput_per_s"] / ceiling["throughput_per_s"], 3
+        ),
         "worker_log": str(worker_log),
     }
     print(json.dumps(result))

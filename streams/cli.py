@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import logging
 import signal
 import subprocess
@@ -83,13 +84,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     s = settings()
     admin.prepare(s, progress=lambda m: None)
     sim = CarrierSimulator(s)
-    filings = generate(args.count, seed=args.seed, risky_share=args.risky_share,
-                       invalid_share=args.invalid_share)
+    filings = generate(
+        args.count, seed=args.seed, risky_share=args.risky_share, invalid_share=args.invalid_share
+    )
     started = time.monotonic()
 
     def progress(n: int) -> None:  # called about twice a second
-        print(f"\rsent {n:,} filings ({n / max(time.monotonic() - started, 1e-9):,.0f}/s)",
-              end="", flush=True)
+        print(
+            f"\rsent {n:,} filings ({n / max(time.monotonic() - started, 1e-9):,.0f}/s)",
+            end="",
+            flush=True,
+        )
 
     report = sim.send(filings, rate=args.rate, progress=progress)
     print(f"\n{report}")
@@ -108,29 +113,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     worker_log = log_dir / "worker.log"
     print(f"starting the worker (log: {worker_log})")
     with worker_log.open("ab") as log_fh:
-        worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                  stdout=log_fh, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], stdout=log_fh, stderr=subprocess.STDOUT
+        )
     stop = threading.Event()
     sim = CarrierSimulator(s)
     sent = [0]
-
-    def on_sent(n: int) -> None:
-        sent[0] = n
-        if stop.is_set():
-            raise KeyboardInterrupt
-
-    count = args.count or 10**12
+    # Stopping ends the filing stream, so the simulator still flushes what it produced.
+    filings = itertools.takewhile(
+        lambda _: not stop.is_set(),
+        generate(
+            args.count or 10**12,
+            seed=args.seed,
+            risky_share=args.risky_share,
+            invalid_share=args.invalid_share,
+        ),
+    )
     sim_thread = threading.Thread(
-        target=lambda: _quietly(lambda: sim.send(
-            generate(count, seed=args.seed, risky_share=args.risky_share,
-                     invalid_share=args.invalid_share),
-            rate=args.rate, progress=on_sent)),
-        daemon=True)
+        target=lambda: sim.send(filings, rate=args.rate, progress=lambda n: sent.__setitem__(0, n)),
+        daemon=True,
+    )
     sim_thread.start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     live = LiveProgress(f"http://{s.worker.metrics_host}:{s.worker.metrics_port}/metrics")
-    print(f"metrics: {live.url}   carrier simulator: {args.rate:,.0f} filings/s   "
-          f"{'until Ctrl-C' if not args.duration else f'for {args.duration:g} s'}")
+    print(
+        f"metrics: {live.url}   carrier simulator: {args.rate:,.0f} filings/s   "
+        f"{'until Ctrl-C' if not args.duration else f'for {args.duration:g} s'}"
+    )
     started = time.monotonic()
     try:
         while not stop.is_set():
@@ -146,6 +155,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         stop.set()
         print("\nstopping…")
+        sim_thread.join(30)
         worker.terminate()
         try:
             worker.wait(30)
@@ -155,13 +165,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quietly(fn) -> None:
-    try:
-        fn()
-    except KeyboardInterrupt:
-        pass
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     from streams.bench import main as bench_main
 
@@ -169,81 +172,154 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greenlane", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="greenlane",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("infra", help="start, stop or show the local Kafka broker and registry",
-                       description="The local Kafka broker (KRaft) and Apicurio schema registry, "
-                       "downloaded from Maven Central on first use and kept under "
-                       "~/.cache/greenlane. Nothing is started for an endpoint given by "
-                       "KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL.")
+    p = sub.add_parser(
+        "infra",
+        help="start, stop or show the local Kafka broker and registry",
+        description="The local Kafka broker (KRaft) and Apicurio schema registry, "
+        "downloaded from Maven Central on first use and kept under "
+        "~/.cache/greenlane. Nothing is started for an endpoint given by "
+        "KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL.",
+    )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--record", type=Path, metavar="FILE",
-                   help="with up: add the names of the services this call started to FILE")
-    p.add_argument("--only-recorded", type=Path, metavar="FILE",
-                   help="with down: stop only the services named in FILE (then delete it)")
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="with up: add the names of the services this call started to FILE",
+    )
+    p.add_argument(
+        "--only-recorded",
+        type=Path,
+        metavar="FILE",
+        help="with down: stop only the services named in FILE (then delete it)",
+    )
     p.set_defaults(func=_cmd_infra)
 
-    p = sub.add_parser("topics", help="create the topics and register the Avro schemas",
-                       description="Creates every greenlane topic that is missing and registers "
-                       "each topic's value schema (topic-name strategy, BACKWARD compatible).")
+    p = sub.add_parser(
+        "topics",
+        help="create the topics and register the Avro schemas",
+        description="Creates every greenlane topic that is missing and registers "
+        "each topic's value schema (topic-name strategy, BACKWARD compatible).",
+    )
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=_cmd_topics)
 
-    p = sub.add_parser("worker", help="run the stream worker (Faust)",
-                       description="Consumes the pre-loading and pre-arrival topics and publishes "
-                       "decisions, carrier responses and dead letters. Start more workers to "
-                       "scale out: they share the partitions of the same consumer group.")
+    p = sub.add_parser(
+        "worker",
+        help="run the stream worker (Faust)",
+        description="Consumes the pre-loading and pre-arrival topics and publishes "
+        "decisions, carrier responses and dead letters. Start more workers to "
+        "scale out: they share the partitions of the same consumer group.",
+    )
     p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     p.add_argument("--quiet", action="store_true", help="no startup banner")
-    p.add_argument("--no-uvloop", dest="uvloop", action="store_false",
-                   help="use asyncio's default event loop instead of uvloop")
+    p.add_argument(
+        "--no-uvloop",
+        dest="uvloop",
+        action="store_false",
+        help="use asyncio's default event loop instead of uvloop",
+    )
     p.set_defaults(func=_cmd_worker)
 
     def traffic_options(p: argparse.ArgumentParser, rate: float | None) -> None:
-        p.add_argument("--rate", type=float, default=rate,
-                       help="filings per second (default: %(default)s; omit for as fast as possible)")
+        p.add_argument(
+            "--rate",
+            type=float,
+            default=rate,
+            help="filings per second (default: %(default)s; omit for as fast as possible)",
+        )
         p.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
-        p.add_argument("--risky-share", type=float, default=0.05,
-                       help="share of consignments with risk signals (default: %(default)s)")
-        p.add_argument("--invalid-share", type=float, default=0.01,
-                       help="share of messages that must be dead-lettered (default: %(default)s)")
+        p.add_argument(
+            "--risky-share",
+            type=float,
+            default=0.05,
+            help="share of consignments with risk signals (default: %(default)s)",
+        )
+        p.add_argument(
+            "--invalid-share",
+            type=float,
+            default=0.01,
+            help="share of messages that must be dead-lettered (default: %(default)s)",
+        )
 
-    p = sub.add_parser("simulate", help="send synthetic carrier traffic",
-                       description="Produces realistic pre-loading and pre-arrival filings "
-                       "through the Confluent Avro serializer a carrier would use. Seeded and "
-                       "reproducible.")
-    p.add_argument("--count", type=int, default=10_000, help="filings to send (default: %(default)s)")
+    p = sub.add_parser(
+        "simulate",
+        help="send synthetic carrier traffic",
+        description="Produces realistic pre-loading and pre-arrival filings "
+        "through the Confluent Avro serializer a carrier would use. Seeded and "
+        "reproducible.",
+    )
+    p.add_argument(
+        "--count", type=int, default=10_000, help="filings to send (default: %(default)s)"
+    )
     traffic_options(p, None)
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("run", help="worker + carrier simulator with live progress (make run)",
-                       description="Runs the worker and the carrier simulator together and shows "
-                       "throughput, route split, dead letters and latency until Ctrl-C.")
-    p.add_argument("--duration", type=float, default=0,
-                   help="stop after this many seconds (default: 0 = until Ctrl-C)")
+    p = sub.add_parser(
+        "run",
+        help="worker + carrier simulator with live progress (make run)",
+        description="Runs the worker and the carrier simulator together and shows "
+        "throughput, route split, dead letters and latency until Ctrl-C.",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=0,
+        help="stop after this many seconds (default: 0 = until Ctrl-C)",
+    )
     p.add_argument("--count", type=int, default=0, help="stop sending after this many filings")
     traffic_options(p, 2000.0)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("bench", help="measure pipeline throughput and latency against a bare loop",
-                       description="Preloads a backlog of filings, then measures the Faust "
-                       "pipeline and a bare confluent-kafka + fastavro loop on it and prints "
-                       "one JSON object with both figures and their ratio.")
+    p = sub.add_parser(
+        "bench",
+        help="measure pipeline throughput and latency against a bare loop",
+        description="Preloads a backlog of filings, then measures the Faust "
+        "pipeline and a bare confluent-kafka + fastavro loop on it and prints "
+        "one JSON object with both figures and their ratio.",
+    )
     p.add_argument("--count", type=int, default=200_000, help="backlog size (default: %(default)s)")
     p.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics")
     p.add_argument("--seed", type=int, default=11)
-    p.add_argument("--latency-seconds", type=float, default=20.0,
-                   help="length of the steady-rate latency phase (default: %(default)s)")
-    p.add_argument("--latency-rate", type=float, default=1000.0,
-                   help="filings/s during the latency phase (default: %(default)s)")
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=20.0,
+        help="length of the steady-rate latency phase (default: %(default)s)",
+    )
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=1000.0,
+        help="filings/s during the latency phase (default: %(default)s)",
+    )
     p.add_argument("--no-uvloop", action="store_true", help="run the worker on asyncio's loop")
-    p.add_argument("--worker-settings", default="", metavar="TOML",
-                   help="extra TOML lines for the worker, e.g. '[worker]\\nbatch_max = 5000'")
+    p.add_argument(
+        "--worker-settings",
+        default="",
+        metavar="TOML",
+        help="extra TOML lines for the worker, e.g. '[worker]\\nbatch_max = 5000'",
+    )
     p.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics")
-    p.add_argument("--worker-batch-max", type=int, default=2000,
-                   help="batch size of the Faust-ceiling agent (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes in the consumer group (default: %(default)s)",
+    )
+    p.add_argument(
+        "--worker-batch-max",
+        type=int,
+        default=2000,
+        help="batch size of the Faust-ceiling agent (default: %(default)s)",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 

@@ -147,7 +147,9 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
     env = dict(os.environ) if env is None else env
     source = SETTINGS_DIR / "greenlane.toml"
     data = read_toml(source)
-    override_path = extra or (Path(env["GREENLANE_SETTINGS"]) if env.get("GREENLANE_SETTINGS") else None)
+    override_path = extra or (
+        Path(env["GREENLANE_SETTINGS"]) if env.get("GREENLANE_SETTINGS") else None
+    )
     if override_path is not None:
         data = _merge(data, read_toml(override_path))
         source = override_path

@@ -22,10 +22,20 @@ import uvloop
 def main(argv: list[str]) -> None:
     bootstrap, group, expected, batch, within, *topics = argv
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = faust.App(group, broker=f"kafka://{bootstrap}", web_enabled=False,
-                    datadir=tempfile.mkdtemp(prefix="faust-ceiling-"),
-                    consumer_auto_offset_reset="earliest", broker_max_poll_records=int(batch),
-                    stream_buffer_maxsize=max(4096, 2 * int(batch)))
+    options = {
+        "broker_max_poll_records": int(batch),
+        "stream_buffer_maxsize": max(4096, 2 * int(batch)),
+        # for experiments: extra faust.App settings as a JSON object
+        **json.loads(os.environ.get("GREENLANE_CEILING_APP_OPTIONS", "{}")),
+    }
+    app = faust.App(
+        group,
+        broker=f"kafka://{bootstrap}",
+        web_enabled=False,
+        datadir=tempfile.mkdtemp(prefix="faust-ceiling-"),
+        consumer_auto_offset_reset="earliest",
+        **options,
+    )
     channel = app.topic(*topics, key_serializer="raw", value_serializer="raw")
     seen = {"n": 0, "start": 0.0}
 
@@ -37,9 +47,18 @@ def main(argv: list[str]) -> None:
             seen["n"] += len(events)
             if seen["n"] >= int(expected):
                 elapsed = time.perf_counter() - seen["start"]
-                print(json.dumps({"events": seen["n"], "seconds": round(elapsed, 3),
-                                  "throughput_per_s": round(seen["n"] / elapsed, 1)}),
-                      flush=True)
+                # sys.__stdout__: the Faust worker redirects sys.stdout into its logger
+                sys.__stdout__.write(
+                    json.dumps(
+                        {
+                            "events": seen["n"],
+                            "seconds": round(elapsed, 3),
+                            "throughput_per_s": round(seen["n"] / elapsed, 1),
+                        }
+                    )
+                    + "\n"
+                )
+                sys.__stdout__.flush()
                 os._exit(0)  # a measurement probe: nothing to clean up but its consumer group
 
     worker = faust.Worker(app, loglevel="error", quiet=True)

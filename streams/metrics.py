@@ -5,29 +5,42 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram, start_http_server
 
 MESSAGES_CONSUMED = Counter(
-    "greenlane_messages_consumed", "Messages read from the filing topics.", ["topic"])
+    "greenlane_messages_consumed", "Messages read from the filing topics.", ["topic"]
+)
 DECISIONS = Counter(
-    "greenlane_decisions", "Risk decisions published, by filing stage and route.",
-    ["stage", "route"])
+    "greenlane_decisions",
+    "Risk decisions published, by filing stage and route.",
+    ["stage", "route"],
+)
 DEAD_LETTERS = Counter(
-    "greenlane_dead_letters", "Messages set aside on the dead-letter topic, by error code.",
-    ["error_code"])
+    "greenlane_dead_letters",
+    "Messages set aside on the dead-letter topic, by error code.",
+    ["error_code"],
+)
 QUALITY_FINDINGS = Counter(
-    "greenlane_quality_findings", "Data-quality findings (Standard 3), by finding code.", ["code"])
+    "greenlane_quality_findings", "Data-quality findings (Standard 3), by finding code.", ["code"]
+)
 CARRIER_RESPONSES = Counter(
-    "greenlane_carrier_responses", "Responses sent to carriers, by status.", ["status"])
+    "greenlane_carrier_responses", "Responses sent to carriers, by status.", ["status"]
+)
 BATCH_SIZE = Histogram(
-    "greenlane_batch_size", "Messages per micro-batch handed to the batch core.", ["stage"],
-    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000))
+    "greenlane_batch_size",
+    "Messages per micro-batch handed to the batch core.",
+    ["stage"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000),
+)
 BATCH_SECONDS = Histogram(
     "greenlane_batch_processing_seconds",
-    "Time to decode, assess, publish and confirm one micro-batch.", ["stage"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    "Time to decode, assess, publish and confirm one micro-batch.",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 DECISION_LATENCY = Histogram(
     "greenlane_decision_latency_seconds",
     "From the filing's Kafka record timestamp to its decision confirmed by the broker.",
     ["stage"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 
 
 def serve(host: str, port: int) -> None:

@@ -94,8 +94,16 @@ class Assessor:
         positions: list[int] = []
         for i, item in enumerate(decoded):
             if isinstance(item, DecodeFailure):
-                self._dead_letter(out, stage, messages[i], item.error_code, item.message,
-                                  item.schema_id, None, now_ms)
+                self._dead_letter(
+                    out,
+                    stage,
+                    messages[i],
+                    item.error_code,
+                    item.message,
+                    item.schema_id,
+                    None,
+                    now_ms,
+                )
             else:
                 records.append(item)
                 positions.append(i)
@@ -104,8 +112,16 @@ class Assessor:
         usable: list[tuple[int, dict, quality.QualityReport]] = []
         for pos, record, report in zip(positions, records, reports, strict=True):
             if report.unusable:
-                self._dead_letter(out, stage, messages[pos], UNUSABLE_RECORD, report.unusable,
-                                  None, record, now_ms)
+                self._dead_letter(
+                    out,
+                    stage,
+                    messages[pos],
+                    UNUSABLE_RECORD,
+                    report.unusable,
+                    None,
+                    record,
+                    now_ms,
+                )
             else:
                 usable.append((pos, record, report))
                 out.findings.update(f["code"] for f in report.findings)
@@ -124,34 +140,56 @@ class Assessor:
             entry = link_of(record["house_waybill"])
             entries.append(entry)
             other = entry.get("pre_loading" if stage == PRE_ARRIVAL else "pre_arrival")
-            facts.append(filing_facts(
-                record, stage, frozenset(f["code"] for f in report.findings), report.score,
-                other["outcome"] if stage == PRE_ARRIVAL and other else None,
-                other is not None, self.rates))
+            facts.append(
+                filing_facts(
+                    record,
+                    stage,
+                    frozenset(f["code"] for f in report.findings),
+                    report.score,
+                    other["outcome"] if stage == PRE_ARRIVAL and other else None,
+                    other is not None,
+                    self.rates,
+                )
+            )
         scores = score_batch(facts, self.targeting_rules)
 
         for (pos, record, report), entry, (score, reasons) in zip(
-                usable, entries, scores, strict=True):
+            usable, entries, scores, strict=True
+        ):
             msg = messages[pos]
             waybill = record["house_waybill"]
             entry = local.get(waybill, entry)
             other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
             other = entry.get(other_key)
-            decision = self._decision(stage, record, report, score, reasons, msg,
-                                      decision_id(stage, msg.value or b""), 0, other)
+            decision = self._decision(
+                stage,
+                record,
+                report,
+                score,
+                reasons,
+                msg,
+                decision_id(stage, msg.value or b""),
+                0,
+                other,
+            )
             self._emit(out, decision, pos, msg.key, now_ms)
             entry = dict(entry)
             if stage == PRE_LOADING:
-                entry["pre_loading"] = {"decision_id": decision["decision_id"],
-                                        "outcome": decision["placi_outcome"]}
+                entry["pre_loading"] = {
+                    "decision_id": decision["decision_id"],
+                    "outcome": decision["placi_outcome"],
+                }
                 if other and other.get("pending"):
-                    entry["pre_arrival"] = self._reassess(out, other, entry["pre_loading"], pos,
-                                                          now_ms)
+                    entry["pre_arrival"] = self._reassess(
+                        out, other, entry["pre_loading"], pos, now_ms
+                    )
             else:
                 pending = record if (other is None and record["transport_mode"] == "AIR") else None
                 entry["pre_arrival"] = {
-                    "decision_id": decision["decision_id"], "route": decision["route"],
-                    "revision": 0, "pending": pending,
+                    "decision_id": decision["decision_id"],
+                    "route": decision["route"],
+                    "revision": 0,
+                    "pending": pending,
                     "quality": {"findings": report.findings, "score": report.score},
                     "source": [msg.topic, msg.partition, msg.offset],
                     "key": (msg.key or b"").decode("utf-8", "replace"),
@@ -160,8 +198,9 @@ class Assessor:
             out.link_updates[waybill] = (pos, entry)
         return out
 
-    def _reassess(self, out: BatchOutcome, arrival: dict, pre_loading: dict, pos: int,
-                  now_ms: int) -> dict:
+    def _reassess(
+        self, out: BatchOutcome, arrival: dict, pre_loading: dict, pos: int, now_ms: int
+    ) -> dict:
         """Re-assess a pre-arrival declaration that came before its pre-loading filing.
 
         A new decision (next revision) is published only if the lane changes, so consignments
@@ -170,26 +209,45 @@ class Assessor:
         record = arrival["pending"]
         q = arrival["quality"]
         codes = frozenset(f["code"] for f in q["findings"])
-        facts = filing_facts(record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True,
-                             self.rates)
+        facts = filing_facts(
+            record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True, self.rates
+        )
         [(score, reasons)] = score_batch([facts], self.targeting_rules)
         revision = arrival["revision"] + 1
         report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
         topic, partition, offset = arrival["source"]
         source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
-        decision = self._decision(PRE_ARRIVAL, record, report, score, reasons, source,
-                                  revision_id(arrival["decision_id"], revision), revision,
-                                  pre_loading)
+        decision = self._decision(
+            PRE_ARRIVAL,
+            record,
+            report,
+            score,
+            reasons,
+            source,
+            revision_id(arrival["decision_id"], revision),
+            revision,
+            pre_loading,
+        )
         updated = dict(arrival, pending=None)
         if decision["route"] != arrival["route"]:
             self._emit(out, decision, pos, source.key, now_ms)
-            updated.update(decision_id=decision["decision_id"], route=decision["route"],
-                           revision=revision)
+            updated.update(
+                decision_id=decision["decision_id"], route=decision["route"], revision=revision
+            )
         return updated
 
-    def _decision(self, stage: str, record: dict, report: quality.QualityReport, score: float,
-                  reasons: list[dict], msg: InboundMessage, did: str, revision: int,
-                  other: dict | None) -> dict:
+    def _decision(
+        self,
+        stage: str,
+        record: dict,
+        report: quality.QualityReport,
+        score: float,
+        reasons: list[dict],
+        msg: InboundMessage,
+        did: str,
+        revision: int,
+        other: dict | None,
+    ) -> dict:
         route, placi = route_for(stage, score, self.targeting_rules.thresholds)
         return {
             "decision_id": did,
@@ -206,7 +264,9 @@ class Assessor:
             "reasons": reasons,
             "quality_findings": report.findings,
             "linked_decision_id": other["decision_id"] if other else None,
-            "linked_placi_outcome": other.get("outcome") if other and stage == PRE_ARRIVAL else None,
+            "linked_placi_outcome": other.get("outcome")
+            if other and stage == PRE_ARRIVAL
+            else None,
             "ruleset_version": self.ruleset_version,
             "filing_time": record["filing_time"],
             "source_topic": msg.topic,
@@ -221,11 +281,23 @@ class Assessor:
         out.responses.append((key, carrier_response(decision, now_ms)))
 
     @staticmethod
-    def _dead_letter(out: BatchOutcome, stage: str, msg: InboundMessage, code: str, why: str,
-                     schema_id: int | None, record: dict | None, now_ms: int) -> None:
+    def _dead_letter(
+        out: BatchOutcome,
+        stage: str,
+        msg: InboundMessage,
+        code: str,
+        why: str,
+        schema_id: int | None,
+        record: dict | None,
+        now_ms: int,
+    ) -> None:
         dead = {
-            "dead_letter_id": _digest(msg.topic.encode(), str(msg.partition).encode(),
-                                      str(msg.offset).encode(), msg.value or b""),
+            "dead_letter_id": _digest(
+                msg.topic.encode(),
+                str(msg.partition).encode(),
+                str(msg.offset).encode(),
+                msg.value or b"",
+            ),
             "error_code": code,
             "error_message": why,
             "source_topic": msg.topic,
@@ -241,5 +313,6 @@ class Assessor:
         }
         out.dead_letters.append((msg.key, dead))
         waybill = (record or {}).get("house_waybill") or (
-            msg.key.decode("utf-8", "replace") if msg.key else None)
+            msg.key.decode("utf-8", "replace") if msg.key else None
+        )
         out.responses.append((msg.key, rejection_response(dead, stage, waybill)))

@@ -64,21 +64,33 @@ class LiveProgress:
         if self._last is not None and elapsed > self._last[0]:
             rate = (decided - self._last[1]) / (elapsed - self._last[0])
         self._last = (elapsed, decided)
-        split = " ".join(
-            f"{route.lower()} {100 * total(samples, 'greenlane_decisions_total', route=route) / decided:.1f}%"
-            for route in ("RELEASE", "HOLD", "INSPECT")) if decided else "no decisions yet"
+        shares = (
+            {
+                route: 100 * total(samples, "greenlane_decisions_total", route=route) / decided
+                for route in ("RELEASE", "HOLD", "INSPECT")
+            }
+            if decided
+            else {}
+        )
+        split = " ".join(f"{r.lower()} {v:.1f}%" for r, v in shares.items()) or "no decisions yet"
         dead = total(samples, "greenlane_dead_letters_total")
         p95 = histogram_quantile(samples, "greenlane_decision_latency_seconds", 0.95)
-        return (f"{elapsed:6.0f}s  sent {sent:,}  decided {decided:,.0f} ({rate:,.0f}/s)  {split}  "
-                f"dead letters {dead:,.0f}  p95 latency ≤ {p95 if p95 is not None else '-'} s   ")
+        return (
+            f"{elapsed:6.0f}s  sent {sent:,}  decided {decided:,.0f} ({rate:,.0f}/s)  {split}  "
+            f"dead letters {dead:,.0f}  p95 latency ≤ {p95 if p95 is not None else '-'} s   "
+        )
 
     def summary(self, sent: int, elapsed: float) -> str:
         s = self.samples
         decided = total(s, "greenlane_decisions_total")
-        lines = [f"sent {sent:,} filings in {elapsed:.0f} s; {decided:,.0f} decisions; "
-                 f"{total(s, 'greenlane_dead_letters_total'):,.0f} dead letters"]
+        lines = [
+            f"sent {sent:,} filings in {elapsed:.0f} s; {decided:,.0f} decisions; "
+            f"{total(s, 'greenlane_dead_letters_total'):,.0f} dead letters"
+        ]
         for stage in ("PRE_LOADING", "PRE_ARRIVAL"):
-            parts = [f"{r.lower()} {total(s, 'greenlane_decisions_total', stage=stage, route=r):,.0f}"
-                     for r in ("RELEASE", "HOLD", "INSPECT")]
+            parts = [
+                f"{r.lower()} {total(s, 'greenlane_decisions_total', stage=stage, route=r):,.0f}"
+                for r in ("RELEASE", "HOLD", "INSPECT")
+            ]
             lines.append(f"  {stage.lower().replace('_', '-')}: " + ", ".join(parts))
         return "\n".join(lines)

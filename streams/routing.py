@@ -39,10 +39,15 @@ def route_for(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]
 
 def carrier_response(decision: dict, responded_at: int) -> dict:
     """What the carrier sees of a decision: the outcome and the codes it may act on."""
-    codes = [{"code": f["code"], "message": f"{f['field']}: {f['message']}"}
-             for f in decision["quality_findings"]]
-    codes.extend({"code": r["code"], "message": r["description"]}
-                 for r in decision["reasons"] if r["carrier_visible"])
+    codes = [
+        {"code": f["code"], "message": f"{f['field']}: {f['message']}"}
+        for f in decision["quality_findings"]
+    ]
+    codes.extend(
+        {"code": r["code"], "message": r["description"]}
+        for r in decision["reasons"]
+        if r["carrier_visible"]
+    )
     return {
         "response_id": decision["decision_id"],
         "carrier_id": decision["carrier_id"],
@@ -66,7 +71,11 @@ def rejection_response(dead_letter: dict, stage: str, house_waybill: str | None)
         "stage": stage,
         "status": "REJECTED",
         "outcome": "REJECTED",
-        "codes": [{"code": f"DL_{dead_letter['error_code']}",
-                   "message": dead_letter["error_message"] + "; correct the message and file again"}],
+        "codes": [
+            {
+                "code": f"DL_{dead_letter['error_code']}",
+                "message": dead_letter["error_message"] + "; correct the message and file again",
+            }
+        ],
         "responded_at": dead_letter["dead_lettered_at"],
     }

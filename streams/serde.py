@@ -94,11 +94,14 @@ class WireDecoder:
     def _plan(self, schema_id: int) -> tuple[Any, Any] | DecodeFailure:
         plan = self._plans.get(schema_id)
         if plan is not None:
-            if isinstance(plan, DecodeFailure) and plan.error_code == UNKNOWN_SCHEMA_ID:
-                if time.monotonic() - self._unknown_since[schema_id] > self.UNKNOWN_RETRY_SECONDS:
-                    del self._plans[schema_id]
-                    return self._plan(schema_id)
-            return plan
+            expired = (
+                isinstance(plan, DecodeFailure)
+                and plan.error_code == UNKNOWN_SCHEMA_ID
+                and time.monotonic() - self._unknown_since[schema_id] > self.UNKNOWN_RETRY_SECONDS
+            )
+            if not expired:
+                return plan
+            del self._plans[schema_id]
         plan = self._resolve(schema_id)
         self._plans[schema_id] = plan
         if isinstance(plan, DecodeFailure) and plan.error_code == UNKNOWN_SCHEMA_ID:
@@ -109,11 +112,13 @@ class WireDecoder:
         try:
             text = self._fetch(schema_id)
         except Exception as exc:  # registry down or answering nonsense: say so, do not crash
-            return DecodeFailure(UNKNOWN_SCHEMA_ID, f"schema id {schema_id}: lookup failed: {exc}",
-                                 schema_id)
+            return DecodeFailure(
+                UNKNOWN_SCHEMA_ID, f"schema id {schema_id}: lookup failed: {exc}", schema_id
+            )
         if text is None:
-            return DecodeFailure(UNKNOWN_SCHEMA_ID,
-                                 f"schema id {schema_id} is not in the schema registry", schema_id)
+            return DecodeFailure(
+                UNKNOWN_SCHEMA_ID, f"schema id {schema_id} is not in the schema registry", schema_id
+            )
         try:
             writer_raw = strip_logical_types(json.loads(text))
             if not isinstance(writer_raw, dict) or writer_raw.get("type") != "record":
@@ -140,15 +145,25 @@ class WireDecoder:
         for value in values:
             schema_id = peek_schema_id(value)
             if schema_id is None:
-                append(DecodeFailure(UNDECODABLE, "no Confluent wire-format header (magic byte 0 "
-                                     "and 4-byte schema id)"))
+                append(
+                    DecodeFailure(
+                        UNDECODABLE,
+                        "no Confluent wire-format header (magic byte 0 and 4-byte schema id)",
+                    )
+                )
                 continue
             if schema_id not in plans:
                 new_ids += 1
                 if new_ids > self.NEW_IDS_PER_BATCH:
-                    append(DecodeFailure(UNKNOWN_SCHEMA_ID, f"schema id {schema_id} not looked "
-                                         f"up: more than {self.NEW_IDS_PER_BATCH} new schema ids "
-                                         "in one batch", schema_id))
+                    append(
+                        DecodeFailure(
+                            UNKNOWN_SCHEMA_ID,
+                            f"schema id {schema_id} not looked "
+                            f"up: more than {self.NEW_IDS_PER_BATCH} new schema ids "
+                            "in one batch",
+                            schema_id,
+                        )
+                    )
                     continue
             plan = self._plan(schema_id)
             if isinstance(plan, DecodeFailure):
@@ -159,12 +174,24 @@ class WireDecoder:
             try:
                 record = schemaless_reader(buf, plan[0], plan[1])
             except Exception as exc:  # truncated or garbage body
-                append(DecodeFailure(UNDECODABLE, f"Avro body does not decode with schema id "
-                                     f"{schema_id}: {type(exc).__name__}: {exc}", schema_id))
+                append(
+                    DecodeFailure(
+                        UNDECODABLE,
+                        f"Avro body does not decode with schema id "
+                        f"{schema_id}: {type(exc).__name__}: {exc}",
+                        schema_id,
+                    )
+                )
                 continue
             if buf.tell() != len(value):
-                append(DecodeFailure(UNDECODABLE, f"{len(value) - buf.tell()} trailing bytes after "
-                                     f"the Avro body (schema id {schema_id})", schema_id))
+                append(
+                    DecodeFailure(
+                        UNDECODABLE,
+                        f"{len(value) - buf.tell()} trailing bytes after "
+                        f"the Avro body (schema id {schema_id})",
+                        schema_id,
+                    )
+                )
                 continue
             append(record)
         return out

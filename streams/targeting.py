@@ -62,6 +62,10 @@ class Rule:
         """The reason this rule gives for a filing, or None when it does not fire."""
         if facts.stage not in self.stages:
             return None
+        return self.fire(facts)
+
+    def fire(self, facts: FilingFacts) -> dict | None:
+        """As ``evaluate``, for callers that already know the rule applies to the stage."""
         evidence = []
         for predicate in self.predicates:
             found = predicate(facts)
@@ -93,6 +97,14 @@ class TargetingRules:
     rules: tuple[Rule, ...]
     source: str
 
+    def __post_init__(self) -> None:
+        # Per stage, the bound `fire` of each applicable rule: the hot loop does no stage tests.
+        by_stage = {st: tuple(r.fire for r in self.rules if st in r.stages) for st in STAGES}
+        object.__setattr__(self, "_firing", by_stage)
+
+    def firing(self, stage: str) -> tuple[Callable[[FilingFacts], dict | None], ...]:
+        return self._firing[stage]  # type: ignore[attr-defined]
+
 
 def _string_list(value: Any, where: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
@@ -109,11 +121,17 @@ def _number(value: Any, where: str) -> float:
 def _goods(spec: Any, where: str) -> Predicate:
     if not isinstance(spec, dict) or not set(spec) <= {"hs_prefix", "keywords"} or not spec:
         raise ConfigError(f"{where}: expected 'hs_prefix' and/or 'keywords'")
-    prefixes = tuple(_string_list(spec["hs_prefix"], f"{where}.hs_prefix")) if (
-        "hs_prefix" in spec) else ()
+    prefixes = (
+        tuple(_string_list(spec["hs_prefix"], f"{where}.hs_prefix"))
+        if ("hs_prefix" in spec)
+        else ()
+    )
     keywords = _string_list(spec["keywords"], f"{where}.keywords") if "keywords" in spec else []
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(k.lower()) for k in keywords) + r")\b"
-                         ) if keywords else None
+    pattern = (
+        re.compile(r"\b(?:" + "|".join(re.escape(k.lower()) for k in keywords) + r")\b")
+        if keywords
+        else None
+    )
 
     def goods(f: FilingFacts) -> str | None:
         for code in f.hs_codes:
@@ -155,7 +173,9 @@ def _quality_score_below(spec: Any, where: str) -> Predicate:
     limit = _number(spec, where)
 
     def below(f: FilingFacts) -> str | None:
-        return f"quality score {f.quality_score:.2f} < {limit:g}" if f.quality_score < limit else None
+        return (
+            f"quality score {f.quality_score:.2f} < {limit:g}" if f.quality_score < limit else None
+        )
 
     return below
 
@@ -230,7 +250,9 @@ def _rule(spec: Any, where: str) -> Rule:
     predicates = []
     for name, arg in when.items():
         if name not in CONDITIONS:
-            raise ConfigError(f"{where}.when.{name}: unknown condition; known: {sorted(CONDITIONS)}")
+            raise ConfigError(
+                f"{where}.when.{name}: unknown condition; known: {sorted(CONDITIONS)}"
+            )
         predicates.append(CONDITIONS[name](arg, f"{where}.when.{name}"))
         if name in STAGE_OF_CONDITION:
             stages &= {STAGE_OF_CONDITION[name]}
@@ -259,7 +281,9 @@ def load_targeting_rules(path: Path | None = None) -> TargetingRules:
     try:
         thresholds = Thresholds(
             hold=_number(th["pre_arrival"]["hold"], f"{path}: thresholds.pre_arrival.hold"),
-            inspect=_number(th["pre_arrival"]["inspect"], f"{path}: thresholds.pre_arrival.inspect"),
+            inspect=_number(
+                th["pre_arrival"]["inspect"], f"{path}: thresholds.pre_arrival.inspect"
+            ),
             **{
                 k: _number(th["pre_loading"][k], f"{path}: thresholds.pre_loading.{k}")
                 for k in ("request_for_information", "high_risk_cargo_screening", "do_not_load")
@@ -269,8 +293,11 @@ def load_targeting_rules(path: Path | None = None) -> TargetingRules:
         raise ConfigError(f"{path}: thresholds: missing {exc}") from exc
     if not thresholds.hold <= thresholds.inspect:
         raise ConfigError(f"{path}: thresholds.pre_arrival: hold must not exceed inspect")
-    if not (thresholds.request_for_information <= thresholds.high_risk_cargo_screening
-            <= thresholds.do_not_load):
+    if not (
+        thresholds.request_for_information
+        <= thresholds.high_risk_cargo_screening
+        <= thresholds.do_not_load
+    ):
         raise ConfigError(f"{path}: thresholds.pre_loading must be increasing")
     if not isinstance(data["rules"], list):
         raise ConfigError(f"{path}: rules: expected a list")
@@ -282,12 +309,24 @@ def load_targeting_rules(path: Path | None = None) -> TargetingRules:
     return TargetingRules(str(data["version"]), thresholds, rules, str(path))
 
 
-def score_batch(facts: Sequence[FilingFacts], rules: TargetingRules
-                ) -> list[tuple[float, list[dict]]]:
+def score_batch(
+    facts: Sequence[FilingFacts], rules: TargetingRules
+) -> list[tuple[float, list[dict]]]:
     """Risk score and reasons (largest contribution first) for each filing."""
     out = []
     for f in facts:
-        reasons = [r for r in (rule.evaluate(f) for rule in rules.rules) if r is not None]
-        reasons.sort(key=lambda r: -r["contribution"])
-        out.append((sum(r["contribution"] for r in reasons), reasons))
+        reasons = []
+        for fire in rules.firing(f.stage):
+            reason = fire(f)
+            if reason is not None:
+                reasons.append(reason)
+        if reasons:
+            reasons.sort(key=_by_contribution)
+            out.append((sum(r["contribution"] for r in reasons), reasons))
+        else:
+            out.append((0.0, reasons))
     return out
+
+
+def _by_contribution(reason: dict) -> float:
+    return -reason["contribution"]

@@ -9,8 +9,12 @@ HOUR_MS = 3_600_000
 
 
 def party(name: str, country: str, **over) -> dict:
-    p = {"name": name, "address": f"1 Main Street, 10115 {country} City", "country": country,
-         "party_id": None}
+    p = {
+        "name": name,
+        "address": f"1 Main Street, 10115 {country} City",
+        "country": country,
+        "party_id": None,
+    }
     p.update(over)
     return p
 
@@ -38,9 +42,16 @@ def pre_loading(waybill: str = "HWB0001", **over) -> dict:
 
 
 def item(**over) -> dict:
-    i = {"description": "cotton t-shirt", "hs_code": "610910", "quantity": 2,
-         "net_weight_kg": 0.5, "value": 24.0, "currency": "EUR", "origin_country": "CN",
-         "listing_url": None}
+    i = {
+        "description": "cotton t-shirt",
+        "hs_code": "610910",
+        "quantity": 2,
+        "net_weight_kg": 0.5,
+        "value": 24.0,
+        "currency": "EUR",
+        "origin_country": "CN",
+        "listing_url": None,
+    }
     i.update(over)
     return i
 

@@ -49,7 +49,10 @@ class Harness:
         with self.log.open("ab") as fh:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker", "--quiet"],
-                env=self.env, stdout=fh, stderr=subprocess.STDOUT)
+                env=self.env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while not scrape(self.metrics_url):
             if self.worker.poll() is not None or time.monotonic() > deadline:
@@ -71,9 +74,11 @@ class Harness:
     def send(self, role: str, records: list[dict]) -> None:
         """Produce records the way a carrier does: Confluent's Avro serializer, keyed by waybill."""
         topic = self.settings.topics.name(role)
-        ser = AvroSerializer(admin.registry_client(self.settings),
-                             schema_path(role).read_text(),
-                             conf={"auto.register.schemas": False, "use.latest.version": True})
+        ser = AvroSerializer(
+            admin.registry_client(self.settings),
+            schema_path(role).read_text(),
+            conf={"auto.register.schemas": False, "use.latest.version": True},
+        )
         ctx = SerializationContext(topic, MessageField.VALUE)
         for r in records:
             self.producer.produce(topic, ser(r, ctx), r["house_waybill"].encode())
@@ -83,15 +88,23 @@ class Harness:
         self.producer.produce(self.settings.topics.name(role), value, key)
         assert self.producer.flush(30) == 0
 
-    def read(self, roles: list[str], until: Callable[[list[dict]], bool],
-             timeout: float = 60.0) -> list[dict]:
+    def read(
+        self, roles: list[str], until: Callable[[list[dict]], bool], timeout: float = 60.0
+    ) -> list[dict]:
         """Decoded records of the given output topics, read from the start until `until`."""
         fetch = admin.schema_fetcher(admin.registry_client(self.settings))
-        decoders = {self.settings.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch)
-                    for r in roles}
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers,
-                      "group.id": f"it-reader-{uuid.uuid4().hex}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        decoders = {
+            self.settings.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch)
+            for r in roles
+        }
+        c = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": f"it-reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
         c.subscribe(list(decoders))
         out: list[dict] = []
         deadline = time.monotonic() + timeout
@@ -120,9 +133,11 @@ def harness(tmp_path_factory) -> Iterator[Harness]:
     settings_file.write_text(
         f'[worker]\napp_id = "greenlane-it-{run}"\nmetrics_port = {port}\n'
         f'data_dir = "{tmp_path_factory.mktemp("worker")}"\nbatch_within_seconds = 0.05\n'
-        f'[topics]\npartitions = 2\n')
-    env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"it-{run}.",
-               GREENLANE_SETTINGS=str(settings_file))
+        f"[topics]\npartitions = 2\n"
+    )
+    env = dict(
+        os.environ, GREENLANE_TOPIC_PREFIX=f"it-{run}.", GREENLANE_SETTINGS=str(settings_file)
+    )
     s = load_settings(env=env)
     admin.prepare(s, progress=lambda m: None)
     log = Path(tmp_path_factory.mktemp("logs")) / "worker.log"
@@ -134,7 +149,10 @@ def harness(tmp_path_factory) -> Iterator[Harness]:
     finally:
         h.stop_worker()
         client = admin.admin_client(s)
-        names = [t for t in client.list_topics(timeout=10).topics
-                 if t.startswith((s.topics.prefix, s.worker.app_id))]
+        names = [
+            t
+            for t in client.list_topics(timeout=10).topics
+            if t.startswith((s.topics.prefix, s.worker.app_id))
+        ]
         if names:
             client.delete_topics(names, operation_timeout=30)

@@ -19,14 +19,20 @@ def test_a_restarted_worker_still_links_filings_decided_before_the_restart(harne
     harness.start_worker()  # in-memory store: everything it knows comes from the changelog
 
     harness.send("pre_arrival", [pre_arrival(risky), pre_arrival(plain)])
-    recs = harness.read(DECISIONS, lambda rs: sum(
-        r["stage"] == "PRE_ARRIVAL" and r["house_waybill"] in (risky, plain) for r in rs) >= 2)
+    recs = harness.read(
+        DECISIONS,
+        lambda rs: (
+            sum(r["stage"] == "PRE_ARRIVAL" and r["house_waybill"] in (risky, plain) for r in rs)
+            >= 2
+        ),
+    )
     arrivals = {r["house_waybill"]: r for r in recs if r["stage"] == "PRE_ARRIVAL"}
     assert arrivals[risky]["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
     assert arrivals[risky]["route"] == "INSPECT"
     assert arrivals[plain]["linked_placi_outcome"] == "ASSESSMENT_COMPLETE"
     assert arrivals[plain]["route"] == "RELEASE"
     # filings decided before the restart are not decided again
-    pre_loadings = [r for r in recs if r["stage"] == "PRE_LOADING"
-                    and r["house_waybill"] in (risky, plain)]
+    pre_loadings = [
+        r for r in recs if r["stage"] == "PRE_LOADING" and r["house_waybill"] in (risky, plain)
+    ]
     assert len(pre_loadings) == 2

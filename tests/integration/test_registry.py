@@ -32,7 +32,8 @@ def test_incompatible_change_is_refused_and_compatible_one_accepted():
     assert err.value.http_status_code == 409
 
     compatible = json.loads(json.dumps(schema))
-    compatible["fields"].append({"name": "declarant_id", "type": ["null", "string"],
-                                 "default": None, "doc": "optional"})
+    compatible["fields"].append(
+        {"name": "declarant_id", "type": ["null", "string"], "default": None, "doc": "optional"}
+    )
     new_id = client.register_schema(subject, Schema(json.dumps(compatible), "AVRO"))
     assert new_id != ids["pre_arrival"]

@@ -32,24 +32,32 @@ def test_n_filings_in_give_exactly_n_decisions_and_n_responses(harness):
     decisions = [r for r in harness.read(DECISIONS, done) if r["house_waybill"] in mine]
     assert len(decisions) == 300
     assert len({(d["stage"], d["house_waybill"]) for d in decisions}) == 300
-    responses = [r for r in harness.read(["carrier_response"],
-                                         lambda rs: sum(r["house_waybill"] in mine
-                                                        for r in rs) >= 300)
-                 if r["house_waybill"] in mine]
+    responses = [
+        r
+        for r in harness.read(
+            ["carrier_response"], lambda rs: sum(r["house_waybill"] in mine for r in rs) >= 300
+        )
+        if r["house_waybill"] in mine
+    ]
     assert len(responses) == 300
     assert {r["status"] for r in responses} == {"ACCEPTED"}
     assert {r["outcome"] for r in responses if r["stage"] == "PRE_LOADING"} == {
-        "ASSESSMENT_COMPLETE"}
+        "ASSESSMENT_COMPLETE"
+    }
     by_key = {r["_key"] for r in responses}
     assert by_key == {w.encode() for w in wbs}
 
 
 def test_risky_filing_goes_to_inspect_topic_with_reasons(harness):
     [w] = waybills(1)
-    harness.send("pre_arrival", [pre_arrival(w, items=[item(description="hunting knife",
-                                                            hs_code="821191")])])
-    [d] = [r for r in harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
-           if r["house_waybill"] == w]
+    harness.send(
+        "pre_arrival", [pre_arrival(w, items=[item(description="hunting knife", hs_code="821191")])]
+    )
+    [d] = [
+        r
+        for r in harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+        if r["house_waybill"] == w
+    ]
     assert d["_topic"] == harness.settings.topics.name("inspect")
     assert d["route"] == "INSPECT" and d["reasons"][0]["code"] == "R_WEAPON_OR_KNIFE"
 
@@ -60,9 +68,11 @@ def test_corrupt_unknown_schema_and_unusable_messages_are_dead_lettered_and_answ
     harness.send_raw("pre_arrival", b.encode(), struct.pack(">bI", 0, 2_000_000_001) + b"\x02x")
     harness.send("pre_arrival", [pre_arrival(c, items=[])])
     keys = {a.encode(), b.encode(), c.encode()}
-    dead = [r for r in harness.read(["dead_letter"],
-                                    lambda rs: sum(r["_key"] in keys for r in rs) >= 3)
-            if r["_key"] in keys]
+    dead = [
+        r
+        for r in harness.read(["dead_letter"], lambda rs: sum(r["_key"] in keys for r in rs) >= 3)
+        if r["_key"] in keys
+    ]
     by_key = {r["_key"]: r for r in dead}
     assert by_key[a.encode()]["error_code"] == "UNDECODABLE"
     assert by_key[a.encode()]["original_value"] == b"\x13 definitely not avro"
@@ -71,14 +81,20 @@ def test_corrupt_unknown_schema_and_unusable_messages_are_dead_lettered_and_answ
     assert by_key[c.encode()]["error_code"] == "UNUSABLE_RECORD"
     assert by_key[c.encode()]["carrier_id"] == "EXPRESS-01"
     assert {r["source_topic"] for r in dead} == {harness.settings.topics.name("pre_arrival")}
-    responses = [r for r in harness.read(["carrier_response"],
-                                         lambda rs: sum(r["_key"] in keys for r in rs) >= 3)
-                 if r["_key"] in keys]
+    responses = [
+        r
+        for r in harness.read(
+            ["carrier_response"], lambda rs: sum(r["_key"] in keys for r in rs) >= 3
+        )
+        if r["_key"] in keys
+    ]
     assert {r["status"] for r in responses} == {"REJECTED"}
     assert {r["codes"][0]["code"] for r in responses} == {
-        "DL_UNDECODABLE", "DL_UNKNOWN_SCHEMA_ID", "DL_UNUSABLE_RECORD"}
-    assert not [r for r in harness.read(DECISIONS, lambda rs: True, timeout=5)
-                if r["_key"] in keys]
+        "DL_UNDECODABLE",
+        "DL_UNKNOWN_SCHEMA_ID",
+        "DL_UNUSABLE_RECORD",
+    }
+    assert not [r for r in harness.read(DECISIONS, lambda rs: True, timeout=5) if r["_key"] in keys]
 
 
 def risky_pre_loading(w: str) -> dict:
@@ -104,9 +120,11 @@ def test_pre_arrival_then_pre_loading_is_reassessed(harness):
     harness.send("pre_arrival", [pre_arrival(w)])
     harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
     harness.send("pre_loading", [risky_pre_loading(w)])
-    recs = [r for r in harness.read(DECISIONS,
-                                    lambda rs: sum(r["house_waybill"] == w for r in rs) >= 3)
-            if r["house_waybill"] == w]
+    recs = [
+        r
+        for r in harness.read(DECISIONS, lambda rs: sum(r["house_waybill"] == w for r in rs) >= 3)
+        if r["house_waybill"] == w
+    ]
     first = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["revision"] == 0]
     revised = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["revision"] == 1]
     assert first[0]["route"] == "RELEASE" and first[0]["linked_placi_outcome"] is None

@@ -9,8 +9,10 @@ from streams.serde import WireDecoder, WireEncoder, load_schema
 from streams.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
 from tests.factories import NOW_MS, item, pre_arrival, pre_loading
 
-SCHEMAS = {PRE_LOADING: load_schema(schema_path("pre_loading")),
-           PRE_ARRIVAL: load_schema(schema_path("pre_arrival"))}
+SCHEMAS = {
+    PRE_LOADING: load_schema(schema_path("pre_loading")),
+    PRE_ARRIVAL: load_schema(schema_path("pre_arrival")),
+}
 IDS = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
 TOPIC = {PRE_LOADING: "filing.pre-loading", PRE_ARRIVAL: "filing.pre-arrival"}
 
@@ -28,8 +30,12 @@ def assessor():
 
 def messages(stage, records, start_offset=0):
     enc = WireEncoder(SCHEMAS[stage], IDS[stage])
-    return [InboundMessage(r["house_waybill"].encode(), enc.encode(r), TOPIC[stage], 0,
-                           start_offset + i, NOW_MS) for i, r in enumerate(records)]
+    return [
+        InboundMessage(
+            r["house_waybill"].encode(), enc.encode(r), TOPIC[stage], 0, start_offset + i, NOW_MS
+        )
+        for i, r in enumerate(records)
+    ]
 
 
 def raw(stage, value, offset=0, key=b"K"):
@@ -65,13 +71,18 @@ def test_risky_goods_are_routed_with_reasons(assessor):
 def test_bad_bytes_unknown_schema_and_unusable_records_are_dead_lettered(assessor):
     unusable = pre_arrival("H3", items=[])
     enc = WireEncoder(SCHEMAS[PRE_ARRIVAL], IDS[PRE_ARRIVAL])
-    batch = [raw(PRE_ARRIVAL, b"\xffgarbage", 0),
-             raw(PRE_ARRIVAL, b"\x00\x00\x00\x03\xe7" + enc.encode(pre_arrival())[5:], 1),
-             raw(PRE_ARRIVAL, enc.encode(unusable), 2, key=b"H3"),
-             *messages(PRE_ARRIVAL, [pre_arrival("H4")], start_offset=3)]
+    batch = [
+        raw(PRE_ARRIVAL, b"\xffgarbage", 0),
+        raw(PRE_ARRIVAL, b"\x00\x00\x00\x03\xe7" + enc.encode(pre_arrival())[5:], 1),
+        raw(PRE_ARRIVAL, enc.encode(unusable), 2, key=b"H3"),
+        *messages(PRE_ARRIVAL, [pre_arrival("H4")], start_offset=3),
+    ]
     out = assessor.assess(PRE_ARRIVAL, batch, {}, NOW_MS)
     assert [dl["error_code"] for _, dl in out.dead_letters] == [
-        "UNDECODABLE", "UNKNOWN_SCHEMA_ID", "UNUSABLE_RECORD"]
+        "UNDECODABLE",
+        "UNKNOWN_SCHEMA_ID",
+        "UNUSABLE_RECORD",
+    ]
     assert [dl["source_offset"] for _, dl in out.dead_letters] == [0, 1, 2]
     assert out.dead_letters[0][1]["original_value"] == b"\xffgarbage"
     assert out.dead_letters[1][1]["schema_id"] == 999
@@ -89,14 +100,16 @@ def test_a_pre_loading_filed_on_the_wrong_topic_is_a_dead_letter(assessor):
 
 
 def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
-    pl = pre_loading("H5", cargo_description="lithium battery packs", hs_code="850760",
-                     route=["CN", "IR", "DE"])
+    pl = pre_loading(
+        "H5", cargo_description="lithium battery packs", hs_code="850760", route=["CN", "IR", "DE"]
+    )
     first = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), {}, NOW_MS)
     [pl_decision] = first.decisions
     assert pl_decision["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
     links = {k: v for k, (_, v) in first.link_updates.items()}
-    [pa_decision] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H5")]),
-                                    links, NOW_MS).decisions
+    [pa_decision] = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H5")]), links, NOW_MS
+    ).decisions
     assert pa_decision["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
     assert pa_decision["linked_decision_id"] == pl_decision["decision_id"]
     assert pa_decision["route"] == "INSPECT"
@@ -104,8 +117,7 @@ def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
 
 
 def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(assessor):
-    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), {},
-                              NOW_MS)
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), {}, NOW_MS)
     [pa] = arrival.decisions
     assert pa["route"] == "RELEASE" and pa["linked_placi_outcome"] is None
     assert [r["code"] for r in pa["reasons"]] == ["R_NO_PRE_LOADING_FILING"]
@@ -124,8 +136,7 @@ def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(a
 
 
 def test_pre_arrival_first_with_a_harmless_pre_loading_adds_no_decision(assessor):
-    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), {},
-                              NOW_MS)
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), {}, NOW_MS)
     links = {k: v for k, (_, v) in arrival.link_updates.items()}
     out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pre_loading("H7")]), links, NOW_MS)
     assert [d["stage"] for d in out.decisions] == [PRE_LOADING]

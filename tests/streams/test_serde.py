@@ -19,9 +19,17 @@ RESPONSE = load_schema(schema_path("carrier_response"))
 
 
 def response(**over):
-    r = {"response_id": "r1", "carrier_id": "C1", "message_id": "m1", "house_waybill": "H1",
-         "stage": "PRE_ARRIVAL", "status": "ACCEPTED", "outcome": "RELEASE",
-         "codes": [{"code": "X", "message": "y"}], "responded_at": 1_795_000_000_123}
+    r = {
+        "response_id": "r1",
+        "carrier_id": "C1",
+        "message_id": "m1",
+        "house_waybill": "H1",
+        "stage": "PRE_ARRIVAL",
+        "status": "ACCEPTED",
+        "outcome": "RELEASE",
+        "codes": [{"code": "X", "message": "y"}],
+        "responded_at": 1_795_000_000_123,
+    }
     r.update(over)
     return r
 
