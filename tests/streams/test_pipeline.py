@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams import quality
 from streams.config import schema_path
@@ -153,3 +155,34 @@ def test_quality_findings_reach_the_decision_the_response_and_the_counts(assesso
     assert out.findings["DQ_VAGUE_DESCRIPTION"] == 1
     response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
     assert "DQ_VAGUE_DESCRIPTION" in response_codes and "R_VAGUE_DESCRIPTION" in response_codes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(lambda body: b"\x00\x00\x00\x00\x02" + body, st.binary(max_size=200)),
+            st.sampled_from(
+                [
+                    pre_arrival("HX"),
+                    pre_arrival("HY", items=[]),
+                    pre_arrival("", items=[item(currency="???")]),
+                ]
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_nothing_is_lost_and_nothing_raises_whatever_arrives(assessor, batch):
+    """Every message yields exactly one carrier response and one decision or dead letter."""
+    enc = WireEncoder(SCHEMAS[PRE_ARRIVAL], IDS[PRE_ARRIVAL])
+    msgs = [
+        raw(PRE_ARRIVAL, b if isinstance(b, bytes) else enc.encode(b), i)
+        for i, b in enumerate(batch)
+    ]
+    out = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS)
+    assert len(out.responses) == len(msgs)
+    decided = {d["source_offset"] for d in out.decisions}
+    dead = {dl["source_offset"] for _, dl in out.dead_letters}
+    assert decided | dead == set(range(len(msgs))) and not decided & dead
