@@ -28,7 +28,7 @@ from streams.config import Settings, schema_path, settings
 from streams.pipeline import Assessor, BatchOutcome, InboundMessage
 from streams.routing import ROUTE_TOPIC_ROLE
 from streams.serde import WireDecoder, WireEncoder, load_schema
-from streams.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
+from streams.targeting import PRE_ARRIVAL, PRE_LOADING, RuleBook, TargetingRules
 
 log = logging.getLogger("greenlane.worker")
 
@@ -177,7 +177,16 @@ def create_app(s: Settings | None = None) -> faust.App:
         stage: WireDecoder(load_schema(schema_path(role)), fetch)
         for stage, role in STAGE_TOPIC_ROLE.items()
     }
-    assessor = Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
+
+    def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
+        metrics.PROFILE_RELOADS.labels("refused" if error else "loaded").inc()
+        if rules is not None:
+            assessor.targeting_rules = rules
+            metrics.PROFILE_INFO.info({"version": rules.version})
+
+    rulebook = RuleBook(s.worker.targeting_path, s.worker.profile_check_seconds, on_reload)
+    assessor = Assessor(quality.load_quality_rules(), rulebook.current, decoders)
+    metrics.PROFILE_INFO.info({"version": rulebook.current.version})
     publisher = Publisher(s, registered.ids)
 
     @app.task
@@ -201,6 +210,7 @@ def create_app(s: Settings | None = None) -> faust.App:
                 s.worker.batch_max, within=s.worker.batch_within_seconds
             ):
                 started = time.perf_counter()
+                rulebook.refresh()  # a time check; re-reads the profiles only when they changed
                 messages = inbound(events)
                 outcome = assessor.assess(stage, messages, links.data, int(time.time() * 1000))
                 # Before the first await: the other stage's agent must see these links.

@@ -64,8 +64,14 @@ class Worker:
     batch_within_seconds: float
     metrics_host: str
     metrics_port: int
+    targeting_dir: str
+    profile_check_seconds: float
     data_dir: str
     table_store: str
+
+    @property
+    def targeting_path(self) -> Path | None:
+        return Path(os.path.expanduser(self.targeting_dir)) if self.targeting_dir else None
 
 
 @dataclass(frozen=True)

@@ -11,17 +11,18 @@ from collections.abc import Mapping
 from streams.targeting import PRE_ARRIVAL, FilingFacts
 
 
-def value_per_kg(items: list[dict], rates: Mapping[str, float]) -> float | None:
-    """Declared value per kg of net weight in the reference currency; None when unknowable."""
-    total_value = 0.0
+def totals(items: list[dict], rates: Mapping[str, float]) -> tuple[float | None, float]:
+    """(declared value in the reference currency or None when a currency is unknown, net kg)."""
+    total_value: float | None = 0.0
     total_kg = 0.0
     for item in items:
+        total_kg += item["net_weight_kg"]
         rate = rates.get(item["currency"])
         if rate is None:
-            return None
-        total_value += item["value"] * rate
-        total_kg += item["net_weight_kg"]
-    return total_value / total_kg if total_kg > 0 else None
+            total_value = None
+        elif total_value is not None:
+            total_value += item["value"] * rate
+    return total_value, total_kg
 
 
 def filing_facts(
@@ -40,6 +41,7 @@ def filing_facts(
         text = " ".join(i["description"] for i in items).lower()
         origins = {i["origin_country"] for i in items}
         origins.add(record["seller"]["country"])
+        total, kg = totals(items, rates)
         return FilingFacts(
             stage=stage,
             hs_codes=hs_codes,
@@ -48,10 +50,16 @@ def filing_facts(
             route=frozenset(),
             finding_codes=finding_codes,
             quality_score=quality_score,
-            value_per_kg=value_per_kg(items, rates),
+            value_per_kg=total / kg if total is not None and kg > 0 else None,
             linked_outcome=linked_outcome,
             has_link=has_link,
             by_air=record["transport_mode"] == "AIR",
+            dispatch=frozenset((record["seller"]["country"],)),
+            total_value=total,
+            weight_kg=kg,
+            carrier_id=record["carrier_id"],
+            platform=record["platform"] or "",
+            filing_time=record["filing_time"],
         )
     origins = {record["shipper"]["country"]}
     if record["origin_country"]:
@@ -68,4 +76,8 @@ def filing_facts(
         linked_outcome=None,
         has_link=has_link,
         by_air=True,
+        dispatch=frozenset((record["shipper"]["country"],)),
+        weight_kg=record["gross_weight_kg"],
+        carrier_id=record["carrier_id"],
+        filing_time=record["filing_time"],
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram, Info, start_http_server
 
 MESSAGES_CONSUMED = Counter(
     "greenlane_messages_consumed", "Messages read from the filing topics.", ["topic"]
@@ -41,6 +41,12 @@ DECISION_LATENCY = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+
+
+PROFILE_RELOADS = Counter(
+    "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
+)
+PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
 
 
 def serve(host: str, port: int) -> None:

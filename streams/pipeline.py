@@ -78,7 +78,6 @@ class Assessor:
         self.targeting_rules = targeting_rules
         self.decoders = decoders
         self.rates = quality_rules.reference_rates
-        self.ruleset_version = targeting_rules.version
 
     def assess(
         self,
@@ -153,24 +152,14 @@ class Assessor:
             )
         scores = score_batch(facts, self.targeting_rules)
 
-        for (pos, record, report), entry, (score, reasons) in zip(
-            usable, entries, scores, strict=True
-        ):
+        for (pos, record, report), entry, scored in zip(usable, entries, scores, strict=True):
             msg = messages[pos]
             waybill = record["house_waybill"]
             entry = local.get(waybill, entry)
             other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
             other = entry.get(other_key)
             decision = self._decision(
-                stage,
-                record,
-                report,
-                score,
-                reasons,
-                msg,
-                decision_id(stage, msg.value or b""),
-                0,
-                other,
+                stage, record, report, scored, msg, decision_id(stage, msg.value or b""), 0, other
             )
             self._emit(out, decision, pos, msg.key, now_ms)
             entry = dict(entry)
@@ -212,7 +201,7 @@ class Assessor:
         facts = filing_facts(
             record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True, self.rates
         )
-        [(score, reasons)] = score_batch([facts], self.targeting_rules)
+        [scored] = score_batch([facts], self.targeting_rules)
         revision = arrival["revision"] + 1
         report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
         topic, partition, offset = arrival["source"]
@@ -221,8 +210,7 @@ class Assessor:
             PRE_ARRIVAL,
             record,
             report,
-            score,
-            reasons,
+            scored,
             source,
             revision_id(arrival["decision_id"], revision),
             revision,
@@ -241,14 +229,15 @@ class Assessor:
         stage: str,
         record: dict,
         report: quality.QualityReport,
-        score: float,
-        reasons: list[dict],
+        scored: tuple[float, list[dict], str | None],
         msg: InboundMessage,
         did: str,
         revision: int,
         other: dict | None,
     ) -> dict:
-        route, placi = route_for(stage, score, self.targeting_rules.thresholds)
+        score, reasons, forced = scored
+        rules = self.targeting_rules
+        route, placi = route_for(stage, score, rules.thresholds, forced)
         return {
             "decision_id": did,
             "revision": revision,
@@ -260,6 +249,7 @@ class Assessor:
             "route": route,
             "placi_outcome": placi,
             "risk_score": score,
+            "forced_outcome": forced,
             "quality_score": report.score,
             "reasons": reasons,
             "quality_findings": report.findings,
@@ -267,7 +257,7 @@ class Assessor:
             "linked_placi_outcome": other.get("outcome")
             if other and stage == PRE_ARRIVAL
             else None,
-            "ruleset_version": self.ruleset_version,
+            "ruleset_version": rules.version,
             "filing_time": record["filing_time"],
             "source_topic": msg.topic,
             "source_partition": msg.partition,

@@ -6,7 +6,7 @@ outcome, which also maps to a lane so targeting centres see both stages on the s
 
 from __future__ import annotations
 
-from streams.targeting import PRE_LOADING, Thresholds
+from streams.targeting import PRE_LOADING, SEVERITY, Thresholds
 
 RELEASE, HOLD, INSPECT = "RELEASE", "HOLD", "INSPECT"
 ROUTE_TOPIC_ROLE = {RELEASE: "release", HOLD: "hold", INSPECT: "inspect"}
@@ -18,8 +18,17 @@ PLACI_ROUTE = {
 }
 
 
-def route_for(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]:
-    """(route, PLACI outcome or None) for a score at a stage."""
+def route_for(
+    stage: str, score: float, t: Thresholds, forced: str | None = None
+) -> tuple[str, str | None]:
+    """(route, PLACI outcome or None) for a score at a stage; a forced outcome wins if stricter."""
+    route, placi = _by_score(stage, score, t)
+    if forced is not None and SEVERITY[forced] > SEVERITY[placi or route]:
+        return (PLACI_ROUTE[forced], forced) if stage == PRE_LOADING else (forced, None)
+    return route, placi
+
+
+def _by_score(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]:
     if stage == PRE_LOADING:
         if score >= t.do_not_load:
             outcome = "DO_NOT_LOAD"

@@ -2,7 +2,7 @@
 
 Demos, tests and benchmarks need traffic that looks like what carriers really send (repeat
 sellers, consolidations, mostly-air low-value parcels) with a known share of risky consignments
-and of messages that must be dead-lettered. What is "risky" is read from targeting.yaml and
+and of messages that must be dead-lettered. What is "risky" is read from the targeting profiles and
 quality.toml, never copied, so the simulator cannot drift from the rules it exercises. The
 catalogue of goods, parties and carriers is data (``settings/simulation.yaml``).
 
@@ -32,7 +32,7 @@ import yaml
 from streams.config import SETTINGS_DIR, ConfigError, Settings, read_toml, schema_path
 
 SIMULATION_FILE = SETTINGS_DIR / "simulation.yaml"
-TARGETING_FILE = SETTINGS_DIR / "targeting.yaml"
+TARGETING_DIR = SETTINGS_DIR / "targeting"
 QUALITY_FILE = SETTINGS_DIR / "quality.toml"
 
 ROLES = ("pre_loading", "pre_arrival")
@@ -56,7 +56,7 @@ _HOUR_MS = 3_600_000
 
 
 # --------------------------------------------------------------------------------------------
-# Catalogue: simulation.yaml plus the risk lists of targeting.yaml and quality.toml, validated.
+# Catalogue: simulation.yaml plus the risk lists of the targeting profiles and quality.toml.
 # --------------------------------------------------------------------------------------------
 
 
@@ -119,7 +119,7 @@ class VendorCollection:
 
 @dataclass(frozen=True, slots=True)
 class RiskLists:
-    """What targeting.yaml and quality.toml treat as risky, as the simulator needs it."""
+    """What the targeting profiles and quality.toml treat as risky, as the simulator needs it."""
 
     goods_prefixes: tuple[str, ...]
     goods_keywords: tuple[str, ...]
@@ -283,27 +283,34 @@ class _Reader:
 
 
 def _risk_lists(targeting_path: Path, quality_path: Path) -> RiskLists:
-    """Collect the conditions of targeting.yaml's rules and quality.toml's lists."""
+    """Collect the conditions of the targeting profiles' rules and quality.toml's lists."""
+    from streams.targeting import named_lists, raw_rules
+
     try:
-        targeting = yaml.safe_load(targeting_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        rules = raw_rules(targeting_path)
+        lists = named_lists(targeting_path)
+    except (OSError, ConfigError) as exc:
         raise ConfigError(f"{targeting_path}: cannot read targeting rules: {exc}") from exc
-    rules = _Reader(targeting, str(targeting_path)).get("rules")
-    if not isinstance(rules, list):
-        raise ConfigError(f"{targeting_path}.rules: expected a list")
     prefixes: list[str] = []
     keywords: list[str] = []
     origins: list[str] = []
     routes: list[str] = []
     undervaluation: list[float] = []
-    for i, rule in enumerate(rules):
-        when = _Reader(rule, f"{targeting_path}.rules[{i}]").sub("when")
+    for where, rule in rules:
+        when = _Reader(rule, where).sub("when")
+        if len(when.data) > 1:  # only conditions that fire on their own make goods/places risky
+            continue
         if "goods" in when.data:
             goods = when.sub("goods")
             prefixes += goods.strings("hs_prefix", (), nonempty=False)
             keywords += [k.lower() for k in goods.strings("keywords", (), nonempty=False)]
         origins += when.strings("origin_in", (), nonempty=False)
         routes += when.strings("route_in", (), nonempty=False)
+        listed = when.data.get("in_list") or {}
+        if listed.get("field") == "origin":
+            origins += sorted(lists.get(listed.get("list"), ()))
+        elif listed.get("field") == "route":
+            routes += sorted(lists.get(listed.get("list"), ()))
         if "value_per_kg_below" in when.data:
             undervaluation.append(when.number("value_per_kg_below", 0.0))
     missing = [
@@ -353,11 +360,11 @@ def _goods(reader: _Reader, key: str, risk: RiskLists, restricted: bool) -> tupl
             hit = risk.restricted(hs, text)
             if restricted and not hit:
                 raise ConfigError(
-                    f"{r.where}: {hs} {text!r} matches no goods rule of targeting.yaml"
+                    f"{r.where}: {hs} {text!r} matches no goods rule of the targeting profiles"
                 )
             if not restricted and hit:
                 raise ConfigError(
-                    f"{r.where}: {hs} {text!r} matches a goods rule of targeting.yaml; "
+                    f"{r.where}: {hs} {text!r} matches a goods rule of the targeting profiles; "
                     "move it to restricted_goods"
                 )
         out.append(goods)
@@ -422,7 +429,7 @@ def _carrier(r: _Reader) -> Carrier:
 
 def load_catalogue(
     path: Path = SIMULATION_FILE,
-    targeting_path: Path = TARGETING_FILE,
+    targeting_path: Path = TARGETING_DIR,
     quality_path: Path = QUALITY_FILE,
 ) -> Catalogue:
     """Read and cross-check simulation.yaml against the rules it must exercise."""
@@ -452,7 +459,7 @@ def load_catalogue(
     ):
         risky = sorted(set(codes) & set(risk.high_risk_origins + risk.high_risk_routes))
         if risky:
-            raise ConfigError(f"{path}.{where}: {risky} are high-risk in targeting.yaml")
+            raise ConfigError(f"{path}.{where}: {risky} are high-risk in the targeting profiles")
     for codes, needs in (
         (seller_countries, ("cities", "streets", "company", "company_words", "company_trades")),
         (destinations, ("cities", "streets", "first_names", "last_names")),

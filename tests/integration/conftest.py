@@ -126,13 +126,20 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Iterator[Harness]:
+def harness_env_extra() -> str:
+    """Extra [worker] settings for a module's worker (modules override this fixture)."""
+    return ""
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
     run = uuid.uuid4().hex[:8]
     port = free_port()
     settings_file = tmp_path_factory.mktemp("settings") / "it.toml"
     settings_file.write_text(
         f'[worker]\napp_id = "greenlane-it-{run}"\nmetrics_port = {port}\n'
         f'data_dir = "{tmp_path_factory.mktemp("worker")}"\nbatch_within_seconds = 0.05\n'
+        f"{harness_env_extra}"
         f"[topics]\npartitions = 2\n"
     )
     env = dict(

@@ -1,7 +1,7 @@
 """Tests of the carrier simulator: reproducible, realistic, with the shares it promises.
 
-Risk signals are re-derived here straight from targeting.yaml and quality.toml (not through the
-simulator's own loader), so a simulator that drifted from the rules would fail.
+Risk signals are re-derived here straight from the targeting profiles and quality.toml (not
+through the simulator's own loader), so a simulator that drifted from the rules would fail.
 """
 
 from __future__ import annotations
@@ -50,16 +50,21 @@ def traffic() -> list[SimulatedFiling]:
 @pytest.fixture(scope="module")
 def risk() -> dict:
     """The risk lists, read independently of streams.simulator."""
-    targeting = yaml.safe_load((SETTINGS_DIR / "targeting.yaml").read_text(encoding="utf-8"))
+    folder = SETTINGS_DIR / "targeting"
+    lists = yaml.safe_load((folder / "lists.yaml").read_text(encoding="utf-8"))
     quality = tomllib.loads((SETTINGS_DIR / "quality.toml").read_text(encoding="utf-8"))
     out = {"prefixes": [], "keywords": [], "origins": set(), "routes": set(), "vpk_below": 0.0}
-    for rule in targeting["rules"]:
-        when = rule["when"]
-        out["prefixes"] += when.get("goods", {}).get("hs_prefix", [])
-        out["keywords"] += when.get("goods", {}).get("keywords", [])
-        out["origins"] |= set(when.get("origin_in", []))
-        out["routes"] |= set(when.get("route_in", []))
-        out["vpk_below"] = max(out["vpk_below"], when.get("value_per_kg_below", 0.0))
+    for path in sorted((folder / "profiles").glob("*.yaml")):
+        for rule in yaml.safe_load(path.read_text(encoding="utf-8"))["rules"]:
+            when = rule["when"]
+            if len(when) > 1:
+                continue
+            out["prefixes"] += when.get("goods", {}).get("hs_prefix", [])
+            out["keywords"] += when.get("goods", {}).get("keywords", [])
+            out["vpk_below"] = max(out["vpk_below"], when.get("value_per_kg_below", 0.0))
+            listed = when.get("in_list", {})
+            if listed.get("field") in ("origin", "route"):
+                out[listed["field"] + "s"] |= set(lists[listed["list"]])
     out["vague_terms"] = {t.lower() for t in quality["vague_description_terms"]}
     out["vague_names"] = {n.lower() for n in quality["vague_party_names"]}
     out["rates"] = quality["reference_rates"]
@@ -363,14 +368,13 @@ def test_catalogue_refuses_currency_without_rate(tmp_path):
         load_catalogue(_catalogue_copy(tmp_path, edit))
 
 
-def test_catalogue_follows_the_targeting_file(tmp_path):
-    # Another high-risk origin in targeting.yaml shows up in the traffic without code changes.
-    targeting = yaml.safe_load((SETTINGS_DIR / "targeting.yaml").read_text(encoding="utf-8"))
-    for rule in targeting["rules"]:
-        if "origin_in" in rule["when"]:
-            rule["when"]["origin_in"] = ["BY"]
-    path = tmp_path / "targeting.yaml"
-    path.write_text(yaml.safe_dump(targeting), encoding="utf-8")
+def test_catalogue_follows_the_targeting_profiles(tmp_path):
+    # Another high-risk origin in the targeting lists shows up in the traffic without code changes.
+    path = tmp_path / "targeting"
+    shutil.copytree(SETTINGS_DIR / "targeting", path)
+    lists = yaml.safe_load((path / "lists.yaml").read_text(encoding="utf-8"))
+    lists["high_risk_countries"] = ["BY"]
+    (path / "lists.yaml").write_text(yaml.safe_dump(lists), encoding="utf-8")
     shutil.copy(SETTINGS_DIR / "quality.toml", tmp_path / "quality.toml")
     catalogue = load_catalogue(targeting_path=path, quality_path=tmp_path / "quality.toml")
     assert catalogue.risk.high_risk_origins == ("BY",)

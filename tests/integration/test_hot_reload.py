@@ -1,0 +1,100 @@
+"""A running worker picks up a changed targeting profile without a restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.progress import scrape
+from streams.targeting import DEFAULT_FOLDER
+from tests.factories import pre_arrival
+from tests.integration.conftest import Harness
+
+pytestmark = pytest.mark.integration
+
+DECISIONS = ["release", "hold", "inspect"]
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("profiles") / "targeting"
+    shutil.copytree(DEFAULT_FOLDER, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def harness_env_extra(profiles: Path) -> str:
+    return f'targeting_dir = "{profiles}"\nprofile_check_seconds = 0.5\n'
+
+
+def decision_for(harness: Harness, waybill: str) -> dict:
+    [d] = [
+        r
+        for r in harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == waybill for r in rs))
+        if r["house_waybill"] == waybill
+    ]
+    return d
+
+
+def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, profiles):
+    first = f"HR{uuid.uuid4().hex[:8]}"
+    harness.send("pre_arrival", [pre_arrival(first)])
+    before = decision_for(harness, first)
+    assert before["route"] == "RELEASE"
+
+    (profiles / "profiles" / "t-shirt-watch.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "profile": "t-shirt-watch",
+                "version": 1,
+                "rules": [
+                    {
+                        "id": "R_TSHIRT_WATCH",
+                        "description": "cotton t-shirts under watch",
+                        "force": "INSPECT",
+                        "when": {"goods": {"keywords": ["t-shirt"]}},
+                    }
+                ],
+            }
+        )
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
+        if sum(v for k, v in reloads.items() if ("result", "loaded") in k):
+            break
+        # the worker checks between batches: keep a trickle of traffic flowing
+        harness.send("pre_arrival", [pre_arrival(f"HRX{uuid.uuid4().hex[:8]}")])
+        time.sleep(0.5)
+    second = f"HR{uuid.uuid4().hex[:8]}"
+    harness.send("pre_arrival", [pre_arrival(second)])
+    after = decision_for(harness, second)
+    assert after["route"] == "INSPECT" and after["forced_outcome"] == "INSPECT"
+    assert "R_TSHIRT_WATCH" in [r["code"] for r in after["reasons"]]
+    assert "t-shirt-watch@1" in after["ruleset_version"]
+    assert after["ruleset_version"] != before["ruleset_version"]
+
+
+def test_a_broken_profile_is_refused_and_the_last_good_set_stays(harness, profiles):
+    (profiles / "profiles" / "broken.yaml").write_text(
+        "profile: broken\nversion: 1\nrules: [{id: X}]"
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
+        if sum(v for k, v in reloads.items() if ("result", "refused") in k):
+            break
+        harness.send("pre_arrival", [pre_arrival(f"HRX{uuid.uuid4().hex[:8]}")])
+        time.sleep(0.5)
+    else:
+        pytest.fail("the broken profile was not noticed")
+    wb = f"HR{uuid.uuid4().hex[:8]}"
+    harness.send("pre_arrival", [pre_arrival(wb)])
+    assert decision_for(harness, wb)["forced_outcome"] == "INSPECT"  # t-shirt watch still on
+    os.remove(profiles / "profiles" / "broken.yaml")
