@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 
 from streams import quality
 from streams.enrichment import filing_facts
+from streams.lanes import LaneAllocator, apply_change, load_lane_settings
+from streams.revenue import RevenueSettings, assess_revenue_batch, load_revenue_settings
 from streams.routing import carrier_response, rejection_response, route_for
 from streams.serde import DecodeFailure, WireDecoder
-from streams.targeting import PRE_ARRIVAL, PRE_LOADING, TargetingRules, score_batch
+from streams.targeting import (
+    PRE_ARRIVAL,
+    PRE_LOADING,
+    FilingFacts,
+    TargetingRules,
+    score_batch,
+)
+
+Scored = tuple[float, list[dict], "str | None"]
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
 
@@ -73,11 +83,37 @@ class Assessor:
         quality_rules: quality.QualityRules,
         targeting_rules: TargetingRules,
         decoders: Mapping[str, WireDecoder],
+        revenue_settings: RevenueSettings | None = None,
+        lanes: LaneAllocator | None = None,
     ) -> None:
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
         self.decoders = decoders
         self.rates = quality_rules.reference_rates
+        self.revenue_settings = revenue_settings or load_revenue_settings()
+        # Stateful (capacity counts per destination): one per worker, kept across batches.
+        self.lanes = lanes or LaneAllocator(load_lane_settings())
+
+    def _score(
+        self, stage: str, facts: list[FilingFacts], records: list[dict]
+    ) -> tuple[list[Scored], list[dict | None]]:
+        """Rule scores, plus for pre-arrival the revenue assessment and its reasons."""
+        scores = score_batch(facts, self.targeting_rules)
+        if stage != PRE_ARRIVAL:
+            return scores, [None] * len(records)
+        revenues = assess_revenue_batch(records, self.revenue_settings)
+        merged: list[Scored] = []
+        for (score, reasons, forced), rev in zip(scores, revenues, strict=True):
+            if rev is not None and rev.reasons:
+                reasons = sorted([*reasons, *rev.reasons], key=lambda r: -r["contribution"])
+                score = sum(r["contribution"] for r in reasons)
+            merged.append((score, reasons, forced))
+        return merged, [rev.as_record() if rev is not None else None for rev in revenues]
+
+    def _allocate_lanes(self, decisions: list[dict], now_ms: int) -> list[dict]:
+        """Capacity ceiling and random selection (pre-arrival); the decisions as they stand."""
+        changes = self.lanes.allocate(decisions, now_ms)
+        return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
 
     def assess(
         self,
@@ -150,17 +186,31 @@ class Assessor:
                     self.rates,
                 )
             )
-        scores = score_batch(facts, self.targeting_rules)
+        scores, revenues = self._score(stage, facts, [r for _, r, _ in usable])
+        other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
+        decisions = [
+            self._decision(
+                stage,
+                record,
+                report,
+                scored,
+                messages[pos],
+                decision_id(stage, messages[pos].value or b""),
+                0,
+                entry.get(other_key),
+                revenue,
+            )
+            for (pos, record, report), entry, scored, revenue in zip(
+                usable, entries, scores, revenues, strict=True
+            )
+        ]
+        decisions = self._allocate_lanes(decisions, now_ms)
 
-        for (pos, record, report), entry, scored in zip(usable, entries, scores, strict=True):
+        for (pos, record, report), entry, decision in zip(usable, entries, decisions, strict=True):
             msg = messages[pos]
             waybill = record["house_waybill"]
             entry = local.get(waybill, entry)
-            other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
             other = entry.get(other_key)
-            decision = self._decision(
-                stage, record, report, scored, msg, decision_id(stage, msg.value or b""), 0, other
-            )
             self._emit(out, decision, pos, msg.key, now_ms)
             entry = dict(entry)
             if stage == PRE_LOADING:
@@ -201,20 +251,26 @@ class Assessor:
         facts = filing_facts(
             record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True, self.rates
         )
-        [scored] = score_batch([facts], self.targeting_rules)
+        [scored], [revenue] = self._score(PRE_ARRIVAL, [facts], [record])
         revision = arrival["revision"] + 1
         report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
         topic, partition, offset = arrival["source"]
         source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
-        decision = self._decision(
-            PRE_ARRIVAL,
-            record,
-            report,
-            scored,
-            source,
-            revision_id(arrival["decision_id"], revision),
-            revision,
-            pre_loading,
+        [decision] = self._allocate_lanes(
+            [
+                self._decision(
+                    PRE_ARRIVAL,
+                    record,
+                    report,
+                    scored,
+                    source,
+                    revision_id(arrival["decision_id"], revision),
+                    revision,
+                    pre_loading,
+                    revenue,
+                )
+            ],
+            now_ms,
         )
         updated = dict(arrival, pending=None)
         if decision["route"] != arrival["route"]:
@@ -234,6 +290,7 @@ class Assessor:
         did: str,
         revision: int,
         other: dict | None,
+        revenue: dict | None = None,
     ) -> dict:
         score, reasons, forced = scored
         rules = self.targeting_rules
@@ -253,6 +310,8 @@ class Assessor:
             "quality_score": report.score,
             "reasons": reasons,
             "quality_findings": report.findings,
+            "random_pick": False,
+            "revenue": revenue,
             "linked_decision_id": other["decision_id"] if other else None,
             "linked_placi_outcome": other.get("outcome")
             if other and stage == PRE_ARRIVAL

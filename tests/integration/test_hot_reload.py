@@ -15,6 +15,7 @@ from streams.progress import scrape
 from streams.targeting import DEFAULT_FOLDER
 from tests.factories import pre_arrival
 from tests.integration.conftest import Harness
+from tests.integration.test_worker import waybills
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ def decision_for(harness: Harness, waybill: str) -> dict:
 
 
 def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, profiles):
-    first = f"HR{uuid.uuid4().hex[:8]}"
+    first, second = waybills(2)
     harness.send("pre_arrival", [pre_arrival(first)])
     before = decision_for(harness, first)
     assert before["route"] == "RELEASE"
@@ -72,7 +73,6 @@ def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, pro
         # the worker checks between batches: keep a trickle of traffic flowing
         harness.send("pre_arrival", [pre_arrival(f"HRX{uuid.uuid4().hex[:8]}")])
         time.sleep(0.5)
-    second = f"HR{uuid.uuid4().hex[:8]}"
     harness.send("pre_arrival", [pre_arrival(second)])
     after = decision_for(harness, second)
     assert after["route"] == "INSPECT" and after["forced_outcome"] == "INSPECT"
@@ -94,7 +94,7 @@ def test_a_broken_profile_is_refused_and_the_last_good_set_stays(harness, profil
         time.sleep(0.5)
     else:
         pytest.fail("the broken profile was not noticed")
-    wb = f"HR{uuid.uuid4().hex[:8]}"
+    [wb] = waybills(1)
     harness.send("pre_arrival", [pre_arrival(wb)])
     assert decision_for(harness, wb)["forced_outcome"] == "INSPECT"  # t-shirt watch still on
     os.remove(profiles / "profiles" / "broken.yaml")

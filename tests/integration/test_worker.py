@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from streams.lanes import is_random_pick, load_lane_settings
 from streams.progress import scrape, total
 from tests.factories import item, pre_arrival, pre_loading
 
@@ -16,8 +17,11 @@ DECISIONS = ["release", "hold", "inspect"]
 
 
 def waybills(n: int) -> list[str]:
+    """Fresh house waybills that the random selection does not pick (tests assert lanes)."""
+    lanes = load_lane_settings().for_destination("DE")
     tag = uuid.uuid4().hex[:6]
-    return [f"T{tag}{i:04d}" for i in range(n)]
+    candidates = (f"T{tag}{i:05d}" for i in range(10 * n + 100))
+    return [w for w in candidates if not is_random_pick(lanes.salt, w, lanes.min_random_rate)][:n]
 
 
 def test_n_filings_in_give_exactly_n_decisions_and_n_responses(harness):

@@ -16,6 +16,7 @@ SCHEMAS = {
     PRE_ARRIVAL: load_schema(schema_path("pre_arrival")),
 }
 IDS = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
+SCHEMAS_DECISION = load_schema(schema_path("release"))
 TOPIC = {PRE_LOADING: "filing.pre-loading", PRE_ARRIVAL: "filing.pre-arrival"}
 
 
@@ -186,3 +187,47 @@ def test_nothing_is_lost_and_nothing_raises_whatever_arrives(assessor, batch):
     decided = {d["source_offset"] for d in out.decisions}
     dead = {dl["source_offset"] for _, dl in out.dead_letters}
     assert decided | dead == set(range(len(msgs))) and not decided & dead
+
+
+def test_pre_arrival_decisions_carry_the_revenue_assessment(assessor):
+    [d] = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("HR1")]), {}, NOW_MS
+    ).decisions
+    rev = d["revenue"]
+    assert rev["destination"] == "DE" and rev["administration"] == "EU"
+    assert rev["currency"] == "EUR" and rev["intrinsic_value"] == pytest.approx(24.0)
+    assert rev["tax"] > 0 and rev["revenue_at_risk"] >= rev["duty"]
+    [pl] = assessor.assess(
+        PRE_LOADING, messages(PRE_LOADING, [pre_loading("HR1")]), {}, NOW_MS
+    ).decisions
+    assert pl["revenue"] is None
+
+
+def test_random_picks_are_flagged_explained_and_replayable(assessor):
+    recs = [pre_arrival(f"RP{i:05d}") for i in range(3000)]
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    picks = [d for d in out.decisions if d["random_pick"]]
+    assert 0 < len(picks) < 60  # a small configured share of 3,000
+    assert all(d["route"] == "INSPECT" for d in picks)
+    assert all("L_RANDOM_SELECTION" in [r["code"] for r in d["reasons"]] for d in picks)
+    again = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    assert [d["house_waybill"] for d in again.decisions if d["random_pick"]] == [
+        d["house_waybill"] for d in picks
+    ]
+
+
+def test_decision_schema_embeds_the_revenue_record_of_the_revenue_module():
+    from streams.revenue import avro_schema
+
+    fields = {f["name"]: f for f in SCHEMAS_DECISION["fields"]}
+    assert fields["revenue"]["type"][1] == avro_schema()
+
+
+def test_decisions_encode_with_the_registered_schema(assessor):
+    recs = [pre_arrival("HE1"), pre_arrival("HE2", items=[item(description="tramadol")])]
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    enc = WireEncoder(SCHEMAS_DECISION, 9)
+    dec = WireDecoder(SCHEMAS_DECISION, lambda i: json.dumps(SCHEMAS_DECISION))
+    decoded = dec.decode_batch([enc.encode(d) for d in out.decisions])
+    assert [d["forced_outcome"] for d in decoded] == [None, "INSPECT"]
+    assert decoded[0]["revenue"]["administration"] == "EU"
