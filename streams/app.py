@@ -17,14 +17,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import faust
 from confluent_kafka import KafkaException, Producer
 
 from streams import admin, metrics, quality
 from streams.config import Settings, schema_path, settings
+from streams.patterns import expire_state
 from streams.pipeline import Assessor, BatchOutcome, InboundMessage
 from streams.routing import ROUTE_TOPIC_ROLE
 from streams.serde import WireDecoder, WireEncoder, load_schema
@@ -34,6 +37,8 @@ log = logging.getLogger("greenlane.worker")
 
 STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
 LINK_TABLE = "consignment_links"
+PATTERN_TABLE = "pattern_state"
+PATTERN_EXPIRY_SECONDS = 300.0
 
 
 class Publisher:
@@ -63,7 +68,9 @@ class Publisher:
         if err is not None:
             self.errors.append(str(err))
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, partition: int = -1) -> None:
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1
+    ) -> None:
         while True:
             try:
                 self.producer.produce(topic, value, key, partition, on_delivery=self._on_delivery)
@@ -126,27 +133,39 @@ def record_metrics(
         metrics.CARRIER_RESPONSES.labels(r["status"]).inc()
 
 
-def apply_link_updates(
-    table, events: Sequence, outcome: BatchOutcome, publisher: Publisher
-) -> None:
-    """Store link entries and write their changelog records in one go.
+def write_changelog(table, publisher: Publisher, updates: Iterable[tuple[str, Any, int]]) -> None:
+    """Store entries and write their changelog records in one go (None deletes a key).
 
-    This is what ``table[key] = value`` does (store, then changelog record in the partition of
-    the event that caused it), minus Faust's per-record producer future: that path cost more
-    than the whole assessment. The changelog format is Faust's own (JSON key and value), so
-    Faust recovers the table from it as usual after a rebalance or restart.
+    This is what ``table[key] = value`` does (store, then a changelog record in a partition),
+    minus Faust's per-record producer future: that path cost more than the whole assessment.
+    The changelog format is Faust's own (JSON key and value, null to delete), so Faust recovers
+    the table from it as usual after a rebalance or restart.
     """
     store = table.data
     topic = table.changelog_topic_name
     produce = publisher.produce
+    for key, value, partition in updates:
+        if value is None:
+            store.pop(key, None)
+            produce(topic, json.dumps(key).encode(), None, partition)
+        else:
+            store[key] = value
+            produce(topic, json.dumps(key).encode(), json.dumps(value).encode(), partition)
+
+
+def link_changes(events: Sequence, outcome: BatchOutcome) -> Iterator[tuple[str, Any, int]]:
+    """Link entries go to the changelog partition of the filing that changed them, which is
+    the partition Faust restores together with that filing's topic partition."""
     for waybill, (pos, entry) in outcome.link_updates.items():
-        store[waybill] = entry
-        produce(
-            topic,
-            json.dumps(waybill).encode(),
-            json.dumps(entry).encode(),
-            events[pos].message.partition,
-        )
+        yield waybill, entry, events[pos].message.partition
+
+
+def pattern_changes(updates: dict[str, Any], partitions: int) -> Iterator[tuple[str, Any, int]]:
+    """Pattern state is keyed by consignee, seller, HS6 or carrier, not by waybill: a stable
+    hash spreads it over the changelog partitions (one worker restores all of it; with several,
+    each restores a share: see the README on partitioning)."""
+    for key, value in updates.items():
+        yield key, value, zlib.crc32(key.encode()) % partitions
 
 
 def create_app(s: Settings | None = None) -> faust.App:
@@ -170,6 +189,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         table_cleanup_interval=60.0,
     )
     links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions)
+    patterns = app.Table(PATTERN_TABLE, default=None, partitions=s.topics.partitions)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
@@ -188,6 +208,16 @@ def create_app(s: Settings | None = None) -> faust.App:
     assessor = Assessor(quality.load_quality_rules(), rulebook.current, decoders)
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
     publisher = Publisher(s, registered.ids)
+
+    @app.timer(PATTERN_EXPIRY_SECONDS)
+    async def expire_patterns() -> None:
+        """Forget pattern state older than its window (tombstones in the changelog)."""
+        gone = expire_state(patterns.data, int(time.time() * 1000), assessor.pattern_settings)
+        if gone:
+            write_changelog(
+                patterns, publisher, pattern_changes(dict.fromkeys(gone), s.topics.partitions)
+            )
+            await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
 
     @app.task
     async def serve_metrics() -> None:
@@ -212,9 +242,20 @@ def create_app(s: Settings | None = None) -> faust.App:
                 started = time.perf_counter()
                 rulebook.refresh()  # a time check; re-reads the profiles only when they changed
                 messages = inbound(events)
-                outcome = assessor.assess(stage, messages, links.data, int(time.time() * 1000))
+                outcome = assessor.assess(
+                    stage,
+                    messages,
+                    links.data,
+                    int(time.time() * 1000),
+                    patterns.data if stage == PRE_ARRIVAL else None,
+                )
                 # Before the first await: the other stage's agent must see these links.
-                apply_link_updates(links, events, outcome, publisher)
+                write_changelog(links, publisher, link_changes(events, outcome))
+                write_changelog(
+                    patterns,
+                    publisher,
+                    pattern_changes(outcome.pattern_updates, s.topics.partitions),
+                )
                 publisher.enqueue(outcome)
                 await loop.run_in_executor(None, publisher.confirm)
                 consumed.inc(len(events))

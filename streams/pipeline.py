@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from streams import quality
 from streams.enrichment import filing_facts
 from streams.lanes import LaneAllocator, apply_change, load_lane_settings
+from streams.patterns import PatternSettings, detect_batch, load_pattern_settings
 from streams.revenue import RevenueSettings, assess_revenue_batch, load_revenue_settings
 from streams.routing import carrier_response, rejection_response, route_for
 from streams.serde import DecodeFailure, WireDecoder
@@ -56,6 +57,8 @@ class BatchOutcome:
     findings: Counter = field(default_factory=Counter)
     # index of the inbound message each decision came from (for latency)
     decision_sources: list[int] = field(default_factory=list)
+    # pattern-state key -> new value (None: deleted)
+    pattern_updates: dict[str, dict | None] = field(default_factory=dict)
 
 
 def _digest(*parts: bytes) -> str:
@@ -85,6 +88,7 @@ class Assessor:
         decoders: Mapping[str, WireDecoder],
         revenue_settings: RevenueSettings | None = None,
         lanes: LaneAllocator | None = None,
+        pattern_settings: PatternSettings | None = None,
     ) -> None:
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
@@ -93,19 +97,62 @@ class Assessor:
         self.revenue_settings = revenue_settings or load_revenue_settings()
         # Stateful (capacity counts per destination): one per worker, kept across batches.
         self.lanes = lanes or LaneAllocator(load_lane_settings())
+        self.pattern_settings = pattern_settings or load_pattern_settings()
+        self._de_minimis_cache: dict[str, float | None] = {}
+
+    def de_minimis(self, destination: str) -> float | None:
+        """The value under which splitting a consignment pays, in the reference currency.
+
+        The highest of the destination's duty and tax thresholds and its vendor-collection cap
+        (EU IOSS: EUR 150): below it a consignment gets relief or simplified collection.
+        """
+        if destination not in self._de_minimis_cache:
+            adm = self.revenue_settings.by_country.get(destination)
+            value = None
+            if adm is not None:
+                limits = [
+                    adm.duty_threshold.default,
+                    adm.tax_threshold.default,
+                    adm.vendor_scheme.max_value if adm.vendor_scheme else None,
+                ]
+                limits = [x for x in limits if x]
+                rate = self.rates.get(adm.currency)
+                value = max(limits) * rate if limits and rate is not None else None
+            self._de_minimis_cache[destination] = value
+        return self._de_minimis_cache[destination]
 
     def _score(
-        self, stage: str, facts: list[FilingFacts], records: list[dict]
+        self,
+        stage: str,
+        facts: list[FilingFacts],
+        records: list[dict],
+        patterns: MutableMapping[str, dict] | None = None,
+        now_ms: int = 0,
+        out: BatchOutcome | None = None,
     ) -> tuple[list[Scored], list[dict | None]]:
-        """Rule scores, plus for pre-arrival the revenue assessment and its reasons."""
+        """Rule scores, plus for pre-arrival the revenue and stateful-pattern reasons."""
         scores = score_batch(facts, self.targeting_rules)
         if stage != PRE_ARRIVAL:
             return scores, [None] * len(records)
         revenues = assess_revenue_batch(records, self.revenue_settings)
+        extra: list[list[dict]] = [rev.reasons if rev is not None else [] for rev in revenues]
+        if patterns is not None:
+            found = detect_batch(
+                records,
+                [f.total_value for f in facts],
+                [bool(f.finding_codes) for f in facts],
+                patterns,
+                now_ms,
+                self.pattern_settings,
+                self.de_minimis,
+            )
+            extra = [a + b for a, b in zip(extra, found.reasons, strict=True)]
+            if out is not None:
+                out.pattern_updates.update({k: patterns.get(k) for k in found.changed_keys})
         merged: list[Scored] = []
-        for (score, reasons, forced), rev in zip(scores, revenues, strict=True):
-            if rev is not None and rev.reasons:
-                reasons = sorted([*reasons, *rev.reasons], key=lambda r: -r["contribution"])
+        for (score, reasons, forced), more in zip(scores, extra, strict=True):
+            if more:
+                reasons = sorted([*reasons, *more], key=lambda r: -r["contribution"])
                 score = sum(r["contribution"] for r in reasons)
             merged.append((score, reasons, forced))
         return merged, [rev.as_record() if rev is not None else None for rev in revenues]
@@ -121,8 +168,13 @@ class Assessor:
         messages: Sequence[InboundMessage],
         links: Mapping[str, dict],
         now_ms: int,
+        patterns: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
-        """Decide every message of one stage; bad ones become dead letters, never exceptions."""
+        """Decide every message of one stage; bad ones become dead letters, never exceptions.
+
+        ``links`` is read (changes come back in ``link_updates``); ``patterns``, the state of
+        the stateful fraud patterns, is updated in place (changed keys in ``pattern_updates``).
+        """
         out = BatchOutcome()
         decoded = self.decoders[stage].decode_batch([m.value for m in messages])
         records: list[dict] = []
@@ -186,7 +238,9 @@ class Assessor:
                     self.rates,
                 )
             )
-        scores, revenues = self._score(stage, facts, [r for _, r, _ in usable])
+        scores, revenues = self._score(
+            stage, facts, [r for _, r, _ in usable], patterns, now_ms, out
+        )
         other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
         decisions = [
             self._decision(

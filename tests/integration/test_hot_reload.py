@@ -13,9 +13,8 @@ import yaml
 
 from streams.progress import scrape
 from streams.targeting import DEFAULT_FOLDER
-from tests.factories import pre_arrival
 from tests.integration.conftest import Harness
-from tests.integration.test_worker import waybills
+from tests.integration.test_worker import arrival, waybills
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def decision_for(harness: Harness, waybill: str) -> dict:
 
 def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, profiles):
     first, second = waybills(2)
-    harness.send("pre_arrival", [pre_arrival(first)])
+    harness.send("pre_arrival", [arrival(first)])
     before = decision_for(harness, first)
     assert before["route"] == "RELEASE"
 
@@ -71,9 +70,9 @@ def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, pro
         if sum(v for k, v in reloads.items() if ("result", "loaded") in k):
             break
         # the worker checks between batches: keep a trickle of traffic flowing
-        harness.send("pre_arrival", [pre_arrival(f"HRX{uuid.uuid4().hex[:8]}")])
+        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
         time.sleep(0.5)
-    harness.send("pre_arrival", [pre_arrival(second)])
+    harness.send("pre_arrival", [arrival(second)])
     after = decision_for(harness, second)
     assert after["route"] == "INSPECT" and after["forced_outcome"] == "INSPECT"
     assert "R_TSHIRT_WATCH" in [r["code"] for r in after["reasons"]]
@@ -90,11 +89,11 @@ def test_a_broken_profile_is_refused_and_the_last_good_set_stays(harness, profil
         reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
         if sum(v for k, v in reloads.items() if ("result", "refused") in k):
             break
-        harness.send("pre_arrival", [pre_arrival(f"HRX{uuid.uuid4().hex[:8]}")])
+        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
         time.sleep(0.5)
     else:
         pytest.fail("the broken profile was not noticed")
     [wb] = waybills(1)
-    harness.send("pre_arrival", [pre_arrival(wb)])
+    harness.send("pre_arrival", [arrival(wb)])
     assert decision_for(harness, wb)["forced_outcome"] == "INSPECT"  # t-shirt watch still on
     os.remove(profiles / "profiles" / "broken.yaml")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import pre_arrival, pre_loading
-from tests.integration.test_worker import DECISIONS, risky_pre_loading, waybills
+from tests.factories import pre_loading
+from tests.integration.test_worker import DECISIONS, arrival, risky_pre_loading, waybills
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ def test_a_restarted_worker_still_links_filings_decided_before_the_restart(harne
     harness.stop_worker()
     harness.start_worker()  # in-memory store: everything it knows comes from the changelog
 
-    harness.send("pre_arrival", [pre_arrival(risky), pre_arrival(plain)])
+    harness.send("pre_arrival", [arrival(risky), arrival(plain)])
     recs = harness.read(
         DECISIONS,
         lambda rs: (

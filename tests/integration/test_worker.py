@@ -9,11 +9,18 @@ import pytest
 
 from streams.lanes import is_random_pick, load_lane_settings
 from streams.progress import scrape, total
-from tests.factories import item, pre_arrival, pre_loading
+from tests.factories import item, party, pre_arrival, pre_loading
 
 pytestmark = pytest.mark.integration
 
 DECISIONS = ["release", "hold", "inspect"]
+
+
+def arrival(waybill: str, **over) -> dict:
+    """A pre-arrival declaration to a buyer of its own (one buyer receiving parcel after parcel
+    from the same seller is a split shipment, which these tests are not about)."""
+    over.setdefault("consignee", party("Anna Schmidt", "DE", address=f"Hauptstrasse {waybill}"))
+    return pre_arrival(waybill, **over)
 
 
 def waybills(n: int) -> list[str]:
@@ -27,7 +34,7 @@ def waybills(n: int) -> list[str]:
 def test_n_filings_in_give_exactly_n_decisions_and_n_responses(harness):
     wbs = waybills(150)
     harness.send("pre_loading", [pre_loading(w) for w in wbs])
-    harness.send("pre_arrival", [pre_arrival(w) for w in wbs])
+    harness.send("pre_arrival", [arrival(w) for w in wbs])
     mine = set(wbs)
 
     def done(recs):
@@ -55,7 +62,7 @@ def test_n_filings_in_give_exactly_n_decisions_and_n_responses(harness):
 def test_risky_filing_goes_to_inspect_topic_with_reasons(harness):
     [w] = waybills(1)
     harness.send(
-        "pre_arrival", [pre_arrival(w, items=[item(description="hunting knife", hs_code="821191")])]
+        "pre_arrival", [arrival(w, items=[item(description="hunting knife", hs_code="821191")])]
     )
     [d] = [
         r
@@ -70,7 +77,7 @@ def test_corrupt_unknown_schema_and_unusable_messages_are_dead_lettered_and_answ
     a, b, c = waybills(3)
     harness.send_raw("pre_arrival", a.encode(), b"\x13 definitely not avro")
     harness.send_raw("pre_arrival", b.encode(), struct.pack(">bI", 0, 2_000_000_001) + b"\x02x")
-    harness.send("pre_arrival", [pre_arrival(c, items=[])])
+    harness.send("pre_arrival", [arrival(c, items=[])])
     keys = {a.encode(), b.encode(), c.encode()}
     dead = [
         r
@@ -109,7 +116,7 @@ def test_pre_loading_then_pre_arrival_links_the_outcome(harness):
     [w] = waybills(1)
     harness.send("pre_loading", [risky_pre_loading(w)])
     harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
-    harness.send("pre_arrival", [pre_arrival(w)])
+    harness.send("pre_arrival", [arrival(w)])
     recs = harness.read(DECISIONS, lambda rs: sum(r["house_waybill"] == w for r in rs) >= 2)
     by_stage = {r["stage"]: r for r in recs if r["house_waybill"] == w}
     assert by_stage["PRE_LOADING"]["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
@@ -121,7 +128,7 @@ def test_pre_loading_then_pre_arrival_links_the_outcome(harness):
 
 def test_pre_arrival_then_pre_loading_is_reassessed(harness):
     [w] = waybills(1)
-    harness.send("pre_arrival", [pre_arrival(w)])
+    harness.send("pre_arrival", [arrival(w)])
     harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
     harness.send("pre_loading", [risky_pre_loading(w)])
     recs = [
@@ -138,7 +145,7 @@ def test_pre_arrival_then_pre_loading_is_reassessed(harness):
 
 def test_metrics_endpoint_reports_the_traffic(harness):
     [w] = waybills(1)
-    harness.send("pre_arrival", [pre_arrival(w, items=[item(description="gift")])])
+    harness.send("pre_arrival", [arrival(w, items=[item(description="gift")])])
     harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
     samples = scrape(harness.metrics_url)
     topic = harness.settings.topics.name("pre_arrival")

@@ -231,3 +231,50 @@ def test_decisions_encode_with_the_registered_schema(assessor):
     decoded = dec.decode_batch([enc.encode(d) for d in out.decisions])
     assert [d["forced_outcome"] for d in decoded] == [None, "INSPECT"]
     assert decoded[0]["revenue"]["administration"] == "EU"
+
+
+def test_split_shipments_are_flagged_across_batches_with_the_group_total(assessor):
+    state: dict = {}
+    buyer = {
+        "consignee": {
+            "name": "Jan Kowalski",
+            "address": "ul. Lipowa 5, 00-001 Warszawa",
+            "country": "PL",
+            "party_id": None,
+        }
+    }
+
+    def parcel(n):
+        return pre_arrival(
+            f"SP{n}", destination_country="PL", items=[item(value=60.0, net_weight_kg=0.4)], **buyer
+        )
+
+    flagged = []
+    for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
+        out = assessor.assess(
+            PRE_ARRIVAL,
+            messages(PRE_ARRIVAL, [parcel(n)], start_offset=n),
+            {},
+            NOW_MS + n * 3_600_000,
+            patterns=state,
+        )
+        [d] = out.decisions
+        flagged.append([r for r in d["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"])
+        assert set(out.pattern_updates) <= set(state)
+    assert flagged[0] == [] and flagged[1] == []
+    assert "180" in flagged[2][0]["evidence"]
+    other_seller = parcel(9)
+    other_seller["seller"] = {
+        "name": "Another Shop Ltd",
+        "address": "2 High St, Leeds",
+        "country": "GB",
+        "party_id": "S-2",
+    }
+    out = assessor.assess(
+        PRE_ARRIVAL,
+        messages(PRE_ARRIVAL, [other_seller], start_offset=9),
+        {},
+        NOW_MS + 4 * 3_600_000,
+        patterns=state,
+    )
+    assert not [r for r in out.decisions[0]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]

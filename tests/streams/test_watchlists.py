@@ -489,8 +489,7 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path):
     (folder / BRANDS_FILE).unlink()
     with pytest.raises(ConfigError, match=r"ipr_brands.yaml: list file not found"):
         load_lists(folder, rates=RATES, reference_currency="EUR")
-    (folder / TRUSTED_FILE).write_text("aeo_carriers: []\n", encoding="utf-8")
-    write_lists(folder)
+    write_lists(folder)  # all files back, then one without its version
     (folder / TRUSTED_FILE).write_text("aeo_carriers: []\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"trusted_operators.yaml.version: expected a non-empty"):
         load_lists(folder, rates=RATES, reference_currency="EUR")
@@ -548,3 +547,37 @@ def test_speed_on_20000_filings(traffic):
     cold, warm = timings
     print(f"\nlists: {cold:.1f} us/record cold, {warm:.1f} us/record warm ({n} records)")
     assert cold < 250 and warm < 100
+
+
+def test_speed_with_a_10000_entry_watchlist(tmp_path, traffic):
+    """Blocking keeps a name's fuzzy comparisons to a few candidates even on a long list."""
+    import random
+
+    rng = random.Random(3)
+    syllables = "an bao chen da fu gao hai jin kai li long ming nan qi rui tai wei xin yang zhi"
+    trades = ["Trading", "Technology", "Apparel", "Toys", "Cosmetics", "Bags", "Digital"]
+    names = sorted(
+        {
+            f"{rng.choice(syllables.split())}{rng.choice(syllables.split())} "
+            f"{rng.choice(trades)} {rng.choice(['Co., Ltd.', 'Limited', 'LLC'])} {n % 97}"
+            for n in range(10_500)
+        }
+    )[:10_000]
+    parties = [
+        {
+            "id": f"B-{i}",
+            "name": name,
+            "address": f"No. {i} Renmin Road, Yiwu {322000 + i % 9}",
+            "why": "bulk",
+            "weight": 20,
+        }
+        for i, name in enumerate(names)
+    ]
+    lists = lists_of(tmp_path, parties=parties, brands=[NIKE, ADIDAS])
+    n = sum(len(r) for r in traffic.values())
+    start = time.perf_counter()
+    for stage, records in traffic.items():
+        match_batch(records, stage, lists)
+    cold = (time.perf_counter() - start) / n * 1e6
+    print(f"\n10,000-entry watchlist: {cold:.1f} us/record cold ({n} records)")
+    assert cold < 300
