@@ -15,6 +15,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from streams.config import TOPIC_SCHEMAS, Settings, schema_path
 from streams.serde import SchemaFetcher
+from streams.targeting import load_agencies
 
 
 def subject_for(topic: str) -> str:
@@ -30,6 +31,12 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
 
 
+def referral_topics(settings: Settings) -> list[str]:
+    """One topic per partner agency of the configured targeting folder."""
+    agencies = load_agencies(settings.worker.targeting_path)
+    return [settings.topics.referral(agency) for agency in agencies]
+
+
 def create_topics(settings: Settings, partitions: int | None = None) -> list[str]:
     """Create every greenlane topic that does not exist yet; returns those created."""
     admin = admin_client(settings)
@@ -40,7 +47,7 @@ def create_topics(settings: Settings, partitions: int | None = None) -> list[str
             num_partitions=partitions or settings.topics.partitions,
             replication_factor=settings.topics.replication_factor,
         )
-        for name in settings.topics.all().values()
+        for name in [*settings.topics.all().values(), *referral_topics(settings)]
         if name not in existing
     ]
     if not wanted:
@@ -73,11 +80,13 @@ def register_schemas(
     """
     client = client or registry_client(settings)
     ids: dict[str, int] = {}
-    for role in TOPIC_SCHEMAS:
-        subject = subject_for(settings.topics.name(role))
+    subjects = [(role, settings.topics.name(role)) for role in TOPIC_SCHEMAS]
+    subjects += [("release", topic) for topic in referral_topics(settings)]  # decision copies
+    for role, topic in subjects:
+        subject = subject_for(topic)
         text = json.dumps(json.loads(schema_path(role).read_text()))
         try:
-            ids[role] = client.register_schema(subject, Schema(text, "AVRO"))
+            ids.setdefault(role, client.register_schema(subject, Schema(text, "AVRO")))
         except SchemaRegistryError as exc:
             raise RuntimeError(
                 f"schema registry refused {schema_path(role).name} for subject {subject}: "

@@ -79,11 +79,13 @@ class Publisher:
                 self.producer.poll(0.05)
 
     def enqueue(self, outcome: BatchOutcome) -> None:
-        encode_decision = self.encoders["release"].encode  # one schema for the three lanes
+        encode_decision = self.encoders["release"].encode  # one schema for lanes and referrals
         for d in outcome.decisions:
-            self.produce(
-                self.decision_topic[d["route"]], d["house_waybill"].encode(), encode_decision(d)
-            )
+            value = encode_decision(d)
+            key = d["house_waybill"].encode()
+            self.produce(self.decision_topic[d["route"]], key, value)
+            for agency in d["referrals"]:
+                self.produce(self.topics.referral(agency), key, value)
         encode = self.encoders["carrier_response"].encode
         topic = self.topics.name("carrier_response")
         for key, r in outcome.responses:
@@ -125,6 +127,10 @@ def record_metrics(
         latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
     for d in outcome.decisions:
         metrics.DECISIONS.labels(d["stage"], d["route"]).inc()
+        for agency in d["referrals"]:
+            metrics.REFERRALS.labels(agency).inc()
+        if d["random_pick"]:
+            metrics.RANDOM_PICKS.inc()
     for _, dl in outcome.dead_letters:
         metrics.DEAD_LETTERS.labels(dl["error_code"]).inc()
     for code, n in outcome.findings.items():

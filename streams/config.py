@@ -33,12 +33,17 @@ class Topics:
     inspect: str
     carrier_response: str
     dead_letter: str
+    referral_prefix: str
 
     def name(self, role: str) -> str:
         """Full topic name (with prefix) of a role such as ``pre_arrival``."""
         if role not in TOPIC_SCHEMAS:
             raise KeyError(f"unknown topic role {role!r}; known: {sorted(TOPIC_SCHEMAS)}")
         return self.prefix + getattr(self, role)
+
+    def referral(self, agency: str) -> str:
+        """The topic on which a partner agency receives its referrals."""
+        return self.prefix + self.referral_prefix + agency.replace("_", "-")
 
     def all(self) -> dict[str, str]:
         """Role -> full topic name, for every topic greenlane owns."""

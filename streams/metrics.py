@@ -20,6 +20,12 @@ DEAD_LETTERS = Counter(
 QUALITY_FINDINGS = Counter(
     "greenlane_quality_findings", "Data-quality findings (Standard 3), by finding code.", ["code"]
 )
+REFERRALS = Counter(
+    "greenlane_referrals", "Decisions copied to a partner agency (Standard 11).", ["agency"]
+)
+RANDOM_PICKS = Counter(
+    "greenlane_random_picks", "Consignments selected at random for inspection (exploration)."
+)
 CARRIER_RESPONSES = Counter(
     "greenlane_carrier_responses", "Responses sent to carriers, by status.", ["status"]
 )

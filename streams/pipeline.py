@@ -27,6 +27,7 @@ from streams.targeting import (
     TargetingRules,
     score_batch,
 )
+from streams.watchlists import Lists, load_lists, match_batch
 
 Scored = tuple[float, list[dict], "str | None"]
 
@@ -89,6 +90,7 @@ class Assessor:
         revenue_settings: RevenueSettings | None = None,
         lanes: LaneAllocator | None = None,
         pattern_settings: PatternSettings | None = None,
+        lists: Lists | None = None,
     ) -> None:
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
@@ -98,6 +100,10 @@ class Assessor:
         # Stateful (capacity counts per destination): one per worker, kept across batches.
         self.lanes = lanes or LaneAllocator(load_lane_settings())
         self.pattern_settings = pattern_settings or load_pattern_settings()
+        self.lists = lists or load_lists(
+            rates=quality_rules.reference_rates,
+            reference_currency=quality_rules.reference_currency,
+        )
         self._de_minimis_cache: dict[str, float | None] = {}
 
     def de_minimis(self, destination: str) -> float | None:
@@ -130,13 +136,15 @@ class Assessor:
         now_ms: int = 0,
         out: BatchOutcome | None = None,
     ) -> tuple[list[Scored], list[dict | None]]:
-        """Rule scores, plus for pre-arrival the revenue and stateful-pattern reasons."""
+        """Rule scores with the list matches, plus for pre-arrival the revenue and
+        stateful-pattern reasons."""
         scores = score_batch(facts, self.targeting_rules)
-        if stage != PRE_ARRIVAL:
-            return scores, [None] * len(records)
-        revenues = assess_revenue_batch(records, self.revenue_settings)
-        extra: list[list[dict]] = [rev.reasons if rev is not None else [] for rev in revenues]
-        if patterns is not None:
+        extra = match_batch(records, stage, self.lists)
+        revenues: list = [None] * len(records)
+        if stage == PRE_ARRIVAL:
+            revenues = assess_revenue_batch(records, self.revenue_settings)
+            extra = [a + (r.reasons if r else []) for a, r in zip(extra, revenues, strict=True)]
+        if stage == PRE_ARRIVAL and patterns is not None:
             found = detect_batch(
                 records,
                 [f.total_value for f in facts],
@@ -366,6 +374,7 @@ class Assessor:
             "quality_findings": report.findings,
             "random_pick": False,
             "revenue": revenue,
+            "referrals": rules.referrals(reasons),
             "linked_decision_id": other["decision_id"] if other else None,
             "linked_placi_outcome": other.get("outcome")
             if other and stage == PRE_ARRIVAL

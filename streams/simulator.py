@@ -300,6 +300,8 @@ def _risk_lists(targeting_path: Path, quality_path: Path) -> RiskLists:
         when = _Reader(rule, where).sub("when")
         if len(when.data) > 1:  # only conditions that fire on their own make goods/places risky
             continue
+        if not rule.get("weight") and not rule.get("force"):  # referral only: not a risk
+            continue
         if "goods" in when.data:
             goods = when.sub("goods")
             prefixes += goods.strings("hs_prefix", (), nonempty=False)

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ class Rule:
     profile: str = ""
     valid_from: int | None = None  # epoch ms, inclusive
     valid_until: int | None = None  # epoch ms, exclusive
+    refer: tuple[str, ...] = ()  # partner agencies that get a copy of the decision
 
     def evaluate(self, facts: FilingFacts) -> dict | None:
         """The reason this rule gives for a filing, or None when it does not fire."""
@@ -117,6 +118,8 @@ class Rule:
             evidence.append(found)
         if self.force:
             evidence.append(f"forces {FORCE_AT_STAGE[self.force][facts.stage]}")
+        if self.refer:
+            evidence.append(f"refers to {', '.join(self.refer)}")
         return {
             "code": self.code,
             "description": self.description,
@@ -141,11 +144,18 @@ class TargetingRules:
     thresholds: Thresholds
     rules: tuple[Rule, ...]
     source: str
+    agencies: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Per stage, the rules that apply to it: the hot loop does no stage tests.
         by_stage = {st: tuple(r for r in self.rules if st in r.stages) for st in STAGES}
         object.__setattr__(self, "_by_stage", by_stage)
+        object.__setattr__(self, "_refer", {r.code: r.refer for r in self.rules if r.refer})
+
+    def referrals(self, reasons: list[dict]) -> list[str]:
+        """The partner agencies the fired rules refer the consignment to."""
+        refer = self._refer  # type: ignore[attr-defined]
+        return sorted({a for r in reasons for a in refer.get(r["code"], ())})
 
     def for_stage(self, stage: str) -> tuple[Rule, ...]:
         return self._by_stage[stage]  # type: ignore[attr-defined]
@@ -350,6 +360,7 @@ RULE_KEYS = {
     "id",
     "description",
     "weight",
+    "refer",
     "force",
     "when",
     "stages",
@@ -372,7 +383,13 @@ def _epoch_ms(value: Any, where: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _rule(spec: Any, where: str, lists: dict[str, frozenset[str]], profile: str) -> Rule:
+def _rule(
+    spec: Any,
+    where: str,
+    lists: dict[str, frozenset[str]],
+    profile: str,
+    agencies: dict[str, str] | None = None,
+) -> Rule:
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping")
     if "id" not in spec:
@@ -384,8 +401,15 @@ def _rule(spec: Any, where: str, lists: dict[str, frozenset[str]], profile: str)
     for key in ("description", "when"):
         if key not in spec:
             raise ConfigError(f"{where}: missing '{key}'")
-    if "weight" not in spec and "force" not in spec:
-        raise ConfigError(f"{where}: needs an effect: 'weight', 'force' or both")
+    if not {"weight", "force", "refer"} & set(spec):
+        raise ConfigError(f"{where}: needs an effect: 'weight', 'force' and/or 'refer'")
+    refer = tuple(_string_list(spec["refer"], f"{where}.refer")) if "refer" in spec else ()
+    unknown_agencies = set(refer) - set(agencies or {})
+    if unknown_agencies:
+        raise ConfigError(
+            f"{where}.refer: unknown agency {sorted(unknown_agencies)}; "
+            f"known (agencies.yaml): {sorted(agencies or {})}"
+        )
     force = spec.get("force")
     if force is not None and force not in FORCE_AT_STAGE:
         raise ConfigError(f"{where}.force: expected one of {sorted(FORCE_AT_STAGE)}")
@@ -424,6 +448,7 @@ def _rule(spec: Any, where: str, lists: dict[str, frozenset[str]], profile: str)
         profile=profile,
         valid_from=valid_from,
         valid_until=valid_until,
+        refer=refer,
     )
 
 
@@ -473,6 +498,24 @@ def named_lists(folder: Path) -> dict[str, frozenset[str]]:
     }
 
 
+def load_agencies(folder: Path | None = None) -> dict[str, str]:
+    """Partner agency id -> name (``agencies.yaml``; optional)."""
+    path = Path(folder or DEFAULT_FOLDER) / "agencies.yaml"
+    if not path.exists():
+        return {}
+    data = _read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of agency id to {{name: ...}}")
+    out = {}
+    for agency, spec in data.items():
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", str(agency)):
+            raise ConfigError(f"{path}: {agency}: ids are lower-case letters, digits and '_'")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"{path}: {agency}.name: expected a string")
+        out[str(agency)] = spec["name"]
+    return out
+
+
 def profile_files(folder: Path) -> list[Path]:
     return sorted((folder / "profiles").glob("*.yaml"))
 
@@ -491,7 +534,12 @@ def raw_rules(folder: Path | None = None) -> list[tuple[str, dict]]:
 
 def fingerprint(folder: Path) -> tuple:
     """Changes whenever a file of the rule set is added, removed or edited."""
-    files = [folder / "thresholds.yaml", folder / "lists.yaml", *profile_files(folder)]
+    files = [
+        folder / "thresholds.yaml",
+        folder / "lists.yaml",
+        folder / "agencies.yaml",
+        *profile_files(folder),
+    ]
     return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
 
 
@@ -502,6 +550,7 @@ def load_targeting_rules(folder: Path | None = None) -> TargetingRules:
         raise ConfigError(f"{folder}: targeting folder not found")
     thresholds = _thresholds(folder / "thresholds.yaml")
     lists = named_lists(folder)
+    agencies = load_agencies(folder)
     digest = hashlib.blake2b(digest_size=4)
     rules: list[Rule] = []
     versions = []
@@ -518,7 +567,8 @@ def load_targeting_rules(folder: Path | None = None) -> TargetingRules:
         name = str(data["profile"])
         versions.append(f"{name}@{data['version']}")
         rules += [
-            _rule(spec, f"{path}: rules[{i}]", lists, name) for i, spec in enumerate(data["rules"])
+            _rule(spec, f"{path}: rules[{i}]", lists, name, agencies)
+            for i, spec in enumerate(data["rules"])
         ]
     for extra in ("thresholds.yaml", "lists.yaml"):
         if (folder / extra).exists():
@@ -528,7 +578,7 @@ def load_targeting_rules(folder: Path | None = None) -> TargetingRules:
     if duplicated:
         raise ConfigError(f"{folder}: rule id(s) used twice: {sorted(duplicated)}")
     version = ",".join(versions) + "#" + digest.hexdigest()
-    return TargetingRules(version, thresholds, tuple(rules), str(folder))
+    return TargetingRules(version, thresholds, tuple(rules), str(folder), agencies)
 
 
 def score_batch(

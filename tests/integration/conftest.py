@@ -93,9 +93,15 @@ class Harness:
     ) -> list[dict]:
         """Decoded records of the given output topics, read from the start until `until`."""
         fetch = admin.schema_fetcher(admin.registry_client(self.settings))
+
+        def topic_and_schema(role: str) -> tuple[str, str]:
+            if role.startswith("referral:"):  # referral:<agency>: copies of decisions
+                return self.settings.topics.referral(role.split(":", 1)[1]), "release"
+            return self.settings.topics.name(role), role
+
         decoders = {
-            self.settings.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch)
-            for r in roles
+            topic: WireDecoder(load_schema(schema_path(schema)), fetch)
+            for topic, schema in map(topic_and_schema, roles)
         }
         c = Consumer(
             {

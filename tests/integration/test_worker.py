@@ -158,3 +158,30 @@ def test_metrics_endpoint_reports_the_traffic(harness):
     assert total(samples, "greenlane_carrier_responses_total", status="ACCEPTED") >= 1
     for labels in samples.get("greenlane_decisions_total", {}):
         assert {k for k, _ in labels} == {"stage", "route"}  # no per-shipment labels
+
+
+def test_referred_consignments_are_copied_to_the_agency_topic_with_the_route_unchanged(harness):
+    toy, plain = waybills(2)
+    harness.send(
+        "pre_arrival",
+        [
+            arrival(toy, items=[item(description="wooden toy train", hs_code="950300")]),
+            arrival(plain),
+        ],
+    )
+    [copy] = [
+        r
+        for r in harness.read(
+            ["referral:product_safety"], lambda rs: any(r["house_waybill"] == toy for r in rs)
+        )
+        if r["house_waybill"] == toy
+    ]
+    assert copy["referrals"] == ["product_safety"] and copy["route"] == "RELEASE"
+    decisions = harness.read(DECISIONS, lambda rs: {toy, plain} <= {r["house_waybill"] for r in rs})
+    original = next(r for r in decisions if r["house_waybill"] == toy)
+    assert original["decision_id"] == copy["decision_id"]
+    assert not [
+        r
+        for r in harness.read(["referral:product_safety"], lambda rs: True, timeout=3)
+        if r["house_waybill"] == plain
+    ]

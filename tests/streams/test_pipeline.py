@@ -278,3 +278,20 @@ def test_split_shipments_are_flagged_across_batches_with_the_group_total(assesso
         patterns=state,
     )
     assert not [r for r in out.decisions[0]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
+
+
+def test_list_matches_are_reasons_but_watchlist_internals_never_reach_the_carrier(assessor):
+    seller = {
+        "name": "Huaxin Supply Chain Co., Ltd.",
+        "address": "8 Gangwan Rd, Shenzhen",
+        "country": "CN",
+        "party_id": None,
+    }
+    rec = pre_arrival("WL1", seller=seller, carrier_id="DHLEXPRESS")
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS)
+    [d] = out.decisions
+    by_code = {r["code"]: r for r in d["reasons"]}
+    assert "W-0001" in by_code["W_PARTY_WATCHLIST"]["evidence"]
+    assert by_code["T_AEO_CARRIER"]["contribution"] < 0
+    response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
+    assert "T_AEO_CARRIER" in response_codes and "W_PARTY_WATCHLIST" not in response_codes

@@ -57,7 +57,7 @@ def risk() -> dict:
     for path in sorted((folder / "profiles").glob("*.yaml")):
         for rule in yaml.safe_load(path.read_text(encoding="utf-8"))["rules"]:
             when = rule["when"]
-            if len(when) > 1:
+            if len(when) > 1 or not (rule.get("weight") or rule.get("force")):
                 continue
             out["prefixes"] += when.get("goods", {}).get("hs_prefix", [])
             out["keywords"] += when.get("goods", {}).get("keywords", [])

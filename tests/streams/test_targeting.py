@@ -73,7 +73,8 @@ def test_plain_consignment_scores_nothing():
     ],
 )
 def test_each_rule_fires_on_its_signal(change, code):
-    assert codes(replace(PLAIN, **change))[1] == [code]
+    fired = codes(replace(PLAIN, **change))[1]
+    assert [c for c in fired if not c.startswith("X_")] == [code]  # X_: referrals only
 
 
 def test_keywords_match_whole_words_only():
@@ -154,6 +155,7 @@ def test_the_version_names_every_profile_and_a_digest_of_the_files():
         "restricted-goods",
         "routes-and-origins",
         "valuation",
+        "referrals",
     }
     assert len(RULES.version.split("#")[1]) == 8
 
@@ -311,3 +313,27 @@ def test_rule_book_picks_up_a_changed_profile_and_refuses_a_broken_one(folder: P
     assert not book.refresh()
     assert book.current is good  # the previous set stays in force
     assert events[-1][0] is None and "R_BROKEN" in str(events[-1][1])
+
+
+def test_referral_rules_name_the_agency_without_changing_the_score():
+    facts = replace(PLAIN, hs_codes=("950300",), text="wooden toy train")
+    [(score, reasons, forced)] = score_batch([facts], RULES)
+    assert score == 0.0 and forced is None
+    assert RULES.referrals(reasons) == ["product_safety"]
+    assert reasons[0]["evidence"].endswith("refers to product_safety")
+
+
+def test_a_referral_to_an_unknown_agency_is_refused(folder: Path):
+    add_profile(
+        folder,
+        [
+            {
+                "id": "R_X",
+                "description": "d",
+                "refer": ["customs_of_mars"],
+                "when": {"goods": {"keywords": ["x"]}},
+            }
+        ],
+    )
+    with pytest.raises(ConfigError, match=r"\(R_X\)\.refer: unknown agency \['customs_of_mars'\]"):
+        load_targeting_rules(folder)
