@@ -940,6 +940,16 @@ def _master_waybill(t: _Traffic, carrier: Carrier, destination: str) -> str | No
     return current[0]
 
 
+@cache
+def _registrations(region: str) -> tuple[str, ...]:
+    """Registration numbers the destination's revenue settings know (revenue/*.yaml)."""
+    from streams.revenue import load_revenue_settings
+
+    adm = load_revenue_settings().administrations.get(region)
+    scheme = adm.vendor_scheme if adm is not None else None
+    return tuple(sorted(scheme.registrations)) if scheme is not None else ()
+
+
 def _vendor_collection_id(
     t: _Traffic, owner: str, destination: str, value_eur: float
 ) -> str | None:
@@ -949,6 +959,10 @@ def _vendor_collection_id(
     if scheme is None or value_eur > scheme.max_value_eur or rng.random() >= scheme.share:
         return None
     key = (owner, region)
+    registered = _registrations(region)
+    if key not in t.vendor_ids and registered:
+        # a real carrier files the seller's or platform's actual registration number
+        t.vendor_ids[key] = rng.choice(registered)
     if key not in t.vendor_ids:
         state = ""
         if scheme.state_code:
