@@ -159,11 +159,11 @@ def write_changelog(table, publisher: Publisher, updates: Iterable[tuple[str, An
             produce(topic, json.dumps(key).encode(), json.dumps(value).encode(), partition)
 
 
-def link_changes(events: Sequence, outcome: BatchOutcome) -> Iterator[tuple[str, Any, int]]:
+def link_changes(outcome: BatchOutcome) -> Iterator[tuple[str, Any, int]]:
     """Link entries go to the changelog partition of the filing that changed them, which is
     the partition Faust restores together with that filing's topic partition."""
-    for waybill, (pos, entry) in outcome.link_updates.items():
-        yield waybill, entry, events[pos].message.partition
+    for waybill, (partition, entry) in outcome.link_updates.items():
+        yield waybill, entry, partition
 
 
 def pattern_changes(updates: dict[str, Any], partitions: int) -> Iterator[tuple[str, Any, int]]:
@@ -256,7 +256,7 @@ def create_app(s: Settings | None = None) -> faust.App:
                     patterns.data if stage == PRE_ARRIVAL else None,
                 )
                 # Before the first await: the other stage's agent must see these links.
-                write_changelog(links, publisher, link_changes(events, outcome))
+                write_changelog(links, publisher, link_changes(outcome))
                 write_changelog(
                     patterns,
                     publisher,

@@ -23,6 +23,7 @@ from streams.serde import DecodeFailure, WireDecoder
 from streams.targeting import (
     PRE_ARRIVAL,
     PRE_LOADING,
+    SEVERITY,
     FilingFacts,
     TargetingRules,
     score_batch,
@@ -32,6 +33,15 @@ from streams.watchlists import Lists, load_lists, match_batch
 Scored = tuple[float, list[dict], "str | None"]
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
+# What a pre-arrival link entry keeps of its decision, to amend it later (split shipments).
+SUMMARY_FIELDS = (
+    "message_id",
+    "carrier_id",
+    "destination_country",
+    "risk_score",
+    "quality_score",
+    "filing_time",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +63,10 @@ class BatchOutcome:
     decisions: list[dict] = field(default_factory=list)
     responses: list[tuple[bytes | None, dict]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
-    # house waybill -> (index of the message that caused it, new link entry)
+    # house waybill -> (changelog partition: that of the consignment's filing, new link entry)
     link_updates: dict[str, tuple[int, dict]] = field(default_factory=dict)
+    # split-shipment groups found in this batch (streams.patterns.PatternResult.split_groups)
+    split_groups: list[dict] = field(default_factory=list)
     findings: Counter = field(default_factory=Counter)
     # index of the inbound message each decision came from (for latency)
     decision_sources: list[int] = field(default_factory=list)
@@ -156,6 +168,7 @@ class Assessor:
             )
             extra = [a + b for a, b in zip(extra, found.reasons, strict=True)]
             if out is not None:
+                out.split_groups.extend(found.split_groups)
                 out.pattern_updates.update({k: patterns.get(k) for k in found.changed_keys})
         merged: list[Scored] = []
         for (score, reasons, forced), more in zip(scores, extra, strict=True):
@@ -294,10 +307,76 @@ class Assessor:
                     "quality": {"findings": report.findings, "score": report.score},
                     "source": [msg.topic, msg.partition, msg.offset],
                     "key": (msg.key or b"").decode("utf-8", "replace"),
+                    "summary": {k: decision[k] for k in SUMMARY_FIELDS},
                 }
             local[waybill] = entry
-            out.link_updates[waybill] = (pos, entry)
+            out.link_updates[waybill] = (msg.partition, entry)
+        for group in out.split_groups:
+            for waybill in group["reassess"]:
+                self._flag_split_member(out, waybill, group, links, local, now_ms)
         return out
+
+    def _flag_split_member(
+        self,
+        out: BatchOutcome,
+        waybill: str,
+        group: dict,
+        links: Mapping[str, dict],
+        local: dict[str, dict],
+        now_ms: int,
+    ) -> None:
+        """Amend the decision of an earlier consignment that a split-shipment group now includes.
+
+        The new revision adds the group's reason to the earlier score and never lowers the lane.
+        Only consignments whose link entry this worker holds can be amended (see README).
+        """
+        entry = local.get(waybill) or links.get(waybill)
+        arrival = (entry or {}).get("pre_arrival")
+        if not arrival or "summary" not in arrival:
+            return
+        summary = arrival["summary"]
+        reason = group["reason"]
+        score = summary["risk_score"] + reason["contribution"]
+        rules = self.targeting_rules
+        route, _ = route_for(PRE_ARRIVAL, score, rules.thresholds)
+        if SEVERITY[arrival["route"]] > SEVERITY[route]:
+            route = arrival["route"]
+        revision = arrival["revision"] + 1
+        topic, partition, offset = arrival["source"]
+        decision = {
+            **summary,
+            "decision_id": revision_id(arrival["decision_id"], revision),
+            "revision": revision,
+            "stage": PRE_ARRIVAL,
+            "house_waybill": waybill,
+            "route": route,
+            "placi_outcome": None,
+            "risk_score": score,
+            "forced_outcome": None,
+            "reasons": [reason],
+            "quality_findings": [],
+            "random_pick": False,
+            "revenue": None,
+            "referrals": [],
+            "linked_decision_id": arrival["decision_id"],
+            "linked_placi_outcome": None,
+            "ruleset_version": rules.version,
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+        }
+        self._emit(out, decision, 0, arrival["key"].encode(), now_ms)
+        summary = dict(summary, risk_score=score)
+        updated = dict(
+            arrival,
+            decision_id=decision["decision_id"],
+            route=route,
+            revision=revision,
+            summary=summary,
+        )
+        entry = dict(entry, pre_arrival=updated)
+        local[waybill] = entry
+        out.link_updates[waybill] = (partition, entry)
 
     def _reassess(
         self, out: BatchOutcome, arrival: dict, pre_loading: dict, pos: int, now_ms: int

@@ -185,3 +185,36 @@ def test_referred_consignments_are_copied_to_the_agency_topic_with_the_route_unc
         for r in harness.read(["referral:product_safety"], lambda rs: True, timeout=3)
         if r["house_waybill"] == plain
     ]
+
+
+def test_split_shipments_across_several_filings_flag_every_consignment_of_the_group(harness):
+    parcels = waybills(3)
+    buyer = party("Jan Kowalski", "PL", address=f"ul. Lipowa {parcels[0]}, 00-001 Warszawa")
+    for w in parcels:  # one at a time: 60 EUR each, together over the EU's 150 EUR IOSS cap
+        harness.send(
+            "pre_arrival",
+            [
+                arrival(
+                    w,
+                    destination_country="PL",
+                    consignee=buyer,
+                    items=[item(value=60.0, net_weight_kg=0.4)],
+                )
+            ],
+        )
+        harness.read(DECISIONS, lambda rs, w=w: any(r["house_waybill"] == w for r in rs))
+
+    def flagged(recs):
+        return {
+            r["house_waybill"]
+            for r in recs
+            if any(x["code"] == "P_SPLIT_SHIPMENT" for x in r["reasons"])
+        }
+
+    recs = harness.read(DECISIONS, lambda rs: set(parcels) <= flagged(rs))
+    mine = [r for r in recs if r["house_waybill"] in parcels]
+    evidence = [
+        x["evidence"] for r in mine for x in r["reasons"] if x["code"] == "P_SPLIT_SHIPMENT"
+    ]
+    assert any("180" in e for e in evidence)
+    assert {r["revision"] for r in mine if r["house_waybill"] == parcels[0]} == {0, 1}

@@ -233,8 +233,9 @@ def test_decisions_encode_with_the_registered_schema(assessor):
     assert decoded[0]["revenue"]["administration"] == "EU"
 
 
-def test_split_shipments_are_flagged_across_batches_with_the_group_total(assessor):
+def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
     state: dict = {}
+    links: dict = {}
     buyer = {
         "consignee": {
             "name": "Jan Kowalski",
@@ -249,20 +250,32 @@ def test_split_shipments_are_flagged_across_batches_with_the_group_total(assesso
             f"SP{n}", destination_country="PL", items=[item(value=60.0, net_weight_kg=0.4)], **buyer
         )
 
-    flagged = []
+    outs = []
     for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
         out = assessor.assess(
             PRE_ARRIVAL,
             messages(PRE_ARRIVAL, [parcel(n)], start_offset=n),
-            {},
+            links,
             NOW_MS + n * 3_600_000,
             patterns=state,
         )
-        [d] = out.decisions
-        flagged.append([r for r in d["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"])
+        links.update({k: v for k, (_, v) in out.link_updates.items()})
         assert set(out.pattern_updates) <= set(state)
-    assert flagged[0] == [] and flagged[1] == []
-    assert "180" in flagged[2][0]["evidence"]
+        outs.append(out)
+    assert [d["house_waybill"] for o in outs[:2] for d in o.decisions] == ["SP0", "SP1"]
+    third = {d["house_waybill"]: d for d in outs[2].decisions}
+    assert set(third) == {"SP0", "SP1", "SP2"}  # the new parcel and two amendments
+    split = [r for r in third["SP2"]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
+    assert "180" in split[0]["evidence"]
+    for earlier in ("SP0", "SP1"):
+        amended = third[earlier]
+        assert amended["revision"] == 1 and amended["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
+        assert amended["linked_decision_id"] == outs[int(earlier[-1])].decisions[0]["decision_id"]
+        assert amended["message_id"] == f"PA-{earlier}"
+        assert links[earlier]["pre_arrival"]["revision"] == 1
+    assert len(outs[2].responses) == 3
+    enc = WireEncoder(SCHEMAS_DECISION, 9)
+    assert all(enc.encode(d) for d in outs[2].decisions)  # amendments are complete records
     other_seller = parcel(9)
     other_seller["seller"] = {
         "name": "Another Shop Ltd",
@@ -273,10 +286,11 @@ def test_split_shipments_are_flagged_across_batches_with_the_group_total(assesso
     out = assessor.assess(
         PRE_ARRIVAL,
         messages(PRE_ARRIVAL, [other_seller], start_offset=9),
-        {},
+        links,
         NOW_MS + 4 * 3_600_000,
         patterns=state,
     )
+    assert [d["house_waybill"] for d in out.decisions] == ["SP9"]
     assert not [r for r in out.decisions[0]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
 
 
