@@ -8,6 +8,7 @@ mapping and the changes come back as ``link_updates``; the Faust agent owns the 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -72,6 +73,13 @@ class BatchOutcome:
     decision_sources: list[int] = field(default_factory=list)
     # pattern-state key -> new value (None: deleted)
     pattern_updates: dict[str, dict | None] = field(default_factory=dict)
+
+
+def tune_gc() -> None:
+    """Batches allocate many short-lived dicts while the worker's tables keep many long-lived
+    ones: with the default first-generation threshold (700) the collector rescans the tables
+    thousands of times a second. A larger one cuts the assessment time by about a third."""
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _digest(*parts: bytes) -> str:
