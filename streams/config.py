@@ -130,6 +130,18 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
+def read_yaml(path: Path, what: str = "settings") -> Any:
+    """Parse a YAML file, naming the file (and what it holds) in the error."""
+    import yaml  # only the YAML-configured stages need it
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {what} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
 def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
     """Build a dataclass from a TOML table, checking names and types of every key."""
     if not isinstance(data, dict):

@@ -45,9 +45,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
-from streams.config import SETTINGS_DIR, ConfigError
+from streams.config import SETTINGS_DIR, ConfigError, read_yaml
 from streams.reference import countries
 from streams.routing import HOLD, INSPECT, RELEASE
 from streams.targeting import PRE_ARRIVAL
@@ -203,12 +201,7 @@ def _reasons(spec: Any, where: str) -> dict[str, ReasonText]:
 def load_lane_settings(path: Path | None = None) -> LaneSettings:
     """Load and validate lanes.yaml; errors name the file, the entry and the field."""
     path = path or SETTINGS_DIR / "lanes.yaml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: lane settings not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "lane settings")
     top = {"version", "reasons", "default", "destinations"}
     if not isinstance(data, dict) or set(data) != top:
         got = sorted(data) if isinstance(data, dict) else type(data).__name__

@@ -26,9 +26,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
-
-from streams.config import SETTINGS_DIR, ConfigError, build_section
+from streams.config import SETTINGS_DIR, ConfigError, build_section, read_yaml
 
 P_SPLIT_SHIPMENT = "P_SPLIT_SHIPMENT"
 P_UNDERVALUATION_VS_NORM = "P_UNDERVALUATION_VS_NORM"
@@ -290,12 +288,7 @@ def _normalisation(data: Any, where: str) -> tuple[dict[str, str], frozenset[str
 def load_pattern_settings(path: Path | None = None) -> PatternSettings:
     """Load and validate patterns.yaml; errors name the file, the section and the key."""
     path = path or DEFAULT_PATH
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: pattern settings not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "pattern settings")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with keys {sorted(TOP_KEYS)}")
     unknown = set(data) - TOP_KEYS

@@ -20,9 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from streams.config import SETTINGS_DIR, ConfigError
+from streams.config import SETTINGS_DIR, ConfigError, read_yaml
 
 PRE_LOADING = "PRE_LOADING"
 PRE_ARRIVAL = "PRE_ARRIVAL"
@@ -452,17 +450,8 @@ def _rule(
     )
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: not found") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-
-
 def _thresholds(path: Path) -> Thresholds:
-    th = _read_yaml(path)
+    th = read_yaml(path)
     try:
         thresholds = Thresholds(
             hold=_number(th["pre_arrival"]["hold"], f"{path}: pre_arrival.hold"),
@@ -490,7 +479,7 @@ def named_lists(folder: Path) -> dict[str, frozenset[str]]:
     path = folder / "lists.yaml"
     if not path.exists():
         return {}
-    data = _read_yaml(path) or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of list name to values")
     return {
@@ -503,7 +492,7 @@ def load_agencies(folder: Path | None = None) -> dict[str, str]:
     path = Path(folder or DEFAULT_FOLDER) / "agencies.yaml"
     if not path.exists():
         return {}
-    data = _read_yaml(path) or {}
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of agency id to {{name: ...}}")
     out = {}
@@ -526,7 +515,7 @@ def raw_rules(folder: Path | None = None) -> list[tuple[str, dict]]:
     folder = Path(folder or DEFAULT_FOLDER)
     out = []
     for path in profile_files(folder):
-        data = _read_yaml(path) or {}
+        data = read_yaml(path) or {}
         for i, spec in enumerate(data.get("rules") or []):
             out.append((f"{path}: rules[{i}]", spec))
     return out
@@ -559,7 +548,7 @@ def load_targeting_rules(folder: Path | None = None) -> TargetingRules:
         raise ConfigError(f"{folder / 'profiles'}: no profile (*.yaml) found")
     for path in files:
         digest.update(path.read_bytes())
-        data = _read_yaml(path)
+        data = read_yaml(path)
         if not isinstance(data, dict) or not {"profile", "version", "rules"} <= set(data):
             raise ConfigError(f"{path}: expected 'profile', 'version' and 'rules'")
         if not isinstance(data["rules"], list):

@@ -42,6 +42,19 @@ def decision_for(harness: Harness, waybill: str) -> dict:
     return d
 
 
+def wait_for_reload(harness: Harness, result: str, timeout: float = 30.0) -> None:
+    """Until the worker reports a profile reload with this result (loaded or refused)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
+        if sum(v for k, v in reloads.items() if ("result", result) in k):
+            return
+        # the worker checks between batches: keep a trickle of traffic flowing
+        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
+        time.sleep(0.5)
+    pytest.fail(f"no profile reload with result {result!r} within {timeout:g} s")
+
+
 def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, profiles):
     first, second = waybills(2)
     harness.send("pre_arrival", [arrival(first)])
@@ -64,14 +77,7 @@ def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, pro
             }
         )
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
-        if sum(v for k, v in reloads.items() if ("result", "loaded") in k):
-            break
-        # the worker checks between batches: keep a trickle of traffic flowing
-        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
-        time.sleep(0.5)
+    wait_for_reload(harness, "loaded")
     harness.send("pre_arrival", [arrival(second)])
     after = decision_for(harness, second)
     assert after["route"] == "INSPECT" and after["forced_outcome"] == "INSPECT"
@@ -84,15 +90,7 @@ def test_a_broken_profile_is_refused_and_the_last_good_set_stays(harness, profil
     (profiles / "profiles" / "broken.yaml").write_text(
         "profile: broken\nversion: 1\nrules: [{id: X}]"
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
-        if sum(v for k, v in reloads.items() if ("result", "refused") in k):
-            break
-        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
-        time.sleep(0.5)
-    else:
-        pytest.fail("the broken profile was not noticed")
+    wait_for_reload(harness, "refused")
     [wb] = waybills(1)
     harness.send("pre_arrival", [arrival(wb)])
     assert decision_for(harness, wb)["forced_outcome"] == "INSPECT"  # t-shirt watch still on
