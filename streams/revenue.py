@@ -21,7 +21,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -190,9 +190,11 @@ class RevenueAssessment:
     def as_record(self) -> dict:
         """The flat fields for an Avro record (see :func:`avro_schema`); the reasons are not in
         it: they join the decision's reasons."""
-        record = asdict(self)
-        del record["reasons"]
-        return record
+        # not dataclasses.asdict: it deep-copies the reasons, a fifth of the batch core's time
+        return {name: getattr(self, name) for name in _RECORD_FIELDS}
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RevenueAssessment) if f.name != "reasons")
 
 
 def avro_schema() -> dict:
