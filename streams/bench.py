@@ -278,7 +278,7 @@ def main(args: argparse.Namespace) -> int:
     log(f"  {bare}")
 
     log("Faust ceiling (an agent that only takes batches of raw events)…")
-    ceiling = faust_ceiling(s, expected, args.worker_batch_max, run_id)
+    ceiling = faust_ceiling(s, expected, args.ceiling_batch_max, run_id)
     log(f"  {ceiling}")
 
     log("pipeline (greenlane worker) draining the backlog…")

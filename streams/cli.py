@@ -283,8 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
         "one JSON object with both figures and their ratio.",
     )
     p.add_argument("--count", type=int, default=200_000, help="backlog size (default: %(default)s)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions of the bench topics")
-    p.add_argument("--seed", type=int, default=11)
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partitions of the bench topics (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=11, help="simulator seed (default: %(default)s)")
     p.add_argument(
         "--latency-seconds",
         type=float,
@@ -312,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes in the consumer group (default: %(default)s)",
     )
     p.add_argument(
-        "--worker-batch-max",
+        "--ceiling-batch-max",
         type=int,
         default=2000,
         help="batch size of the Faust-ceiling agent (default: %(default)s)",
