@@ -323,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size of the Faust-ceiling agent (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_bench)
+    from models.cli import add_subcommands
+
+    add_subcommands(sub)  # train, evaluate, models, history (the risk model, issue #4)
     return parser
 
 

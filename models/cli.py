@@ -1,0 +1,213 @@
+"""`greenlane train | evaluate | models | history`: the risk model from the command line.
+
+``add_subcommands`` is called by streams/cli.py; each ``*_main(args)`` returns an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from models.config import load_model_settings
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _registry_errors(func):
+    """A missing model or version is a one-line message, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from models.registry import RegistryError
+
+        try:
+            return func(args)
+        except RegistryError as exc:
+            print(f"greenlane: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def train_main(args: argparse.Namespace) -> int:
+    from models.evaluate import format_metrics
+    from models.features import default_spec
+    from models.mapping import load_history, load_mapping
+    from models.registry import Registry
+    from models.train import train
+
+    settings = load_model_settings()
+    mapping = load_mapping(args.mapping) if args.mapping else None
+    _say(f"reading {args.data}")
+    frame = load_history(args.data, mapping)
+    spec = default_spec(
+        settings.features,
+        mapping.extra_categorical if mapping else (),
+        mapping.extra_numeric if mapping else (),
+    )
+    model = train(frame, spec, settings.training, _say, tuple(settings.evaluation.budgets))
+    registry = Registry(args.registry)
+    metadata = {
+        **model.info,
+        "data": str(args.data),
+        "mapping": str(args.mapping) if args.mapping else None,
+    }
+    version = registry.save(model, metadata)
+    promoted = args.promote or registry.current() is None
+    if promoted:
+        registry.promote(version)
+    _say(f"held-out test period {model.info['test_window'][0]} .. {model.info['test_window'][1]}:")
+    _say(format_metrics(model.info["metrics"], settings.evaluation.budgets))
+    state = "promoted to current" if promoted else f"current stays {registry.current()}"
+    _say(f"saved model {version} in {registry.root} ({state})")
+    return 0
+
+
+def evaluate_main(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from models.evaluate import budget_metrics, format_metrics, plot_budget_curve, write_report
+    from models.mapping import load_history, load_mapping
+    from models.registry import Registry
+    from models.schema import DATE, LABEL, REVENUE
+
+    settings = load_model_settings()
+    registry = Registry(args.registry)
+    version = args.model or registry.current()
+    model = registry.load(version)
+    mapping = load_mapping(args.mapping) if args.mapping else None
+    frame = load_history(args.data, mapping).filter(pl.col(LABEL).is_not_null())
+    score = model.score(frame)  # entity history from the file itself, earlier dates only
+    if args.since:
+        since = date.fromisoformat(args.since)
+        keep = (frame.get_column(DATE) >= since).to_numpy()
+        frame, score = frame.filter(pl.Series(keep)), score[keep]
+    budgets = tuple(settings.evaluation.budgets)
+    metrics = budget_metrics(
+        frame.get_column(LABEL).to_numpy(), score, frame.get_column(REVENUE).to_numpy(), budgets
+    )
+    metrics = {"model": version, "data": str(args.data), **metrics}
+    out = Path(args.out)
+    report = write_report(metrics, out, f"evaluation-{version}")
+    chart = plot_budget_curve(
+        frame.get_column(LABEL).to_numpy(),
+        score,
+        frame.get_column(REVENUE).to_numpy(),
+        out / f"evaluation-{version}.png",
+        settings.evaluation.chart_max_percent,
+        title=f"greenlane model {version} at inspection budgets",
+    )
+    _say(format_metrics(metrics, budgets))
+    _say(f"wrote {report} and {chart}")
+    return 0
+
+
+def models_list_main(args: argparse.Namespace) -> int:
+    from models.registry import Registry
+
+    registry = Registry(args.registry)
+    if args.action == "promote":
+        registry.promote(args.version)
+        _say(f"{args.version} is now the current model")
+        return 0
+    models = registry.list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        _say(f"no models in {registry.root}; train one with `greenlane train`")
+        return 0
+    _say(f"{'':2}{'version':8} {'created':25} {'training window':23} {'p@5%':>6} {'AUC':>6}  data")
+    for m in models:
+        window = " .. ".join(m.get("training_window", ["?", "?"]))
+        metrics = m.get("metrics", {})
+        mark = "* " if m["current"] else "  "
+        _say(
+            f"{mark}{m['version']:8} {m['created']:25} {window:23} "
+            f"{metrics.get('precision@5%', float('nan')):>6.3f} "
+            f"{metrics.get('roc_auc') or float('nan'):>6.3f}  {m.get('data', '')}"
+        )
+    return 0
+
+
+def history_main(args: argparse.Namespace) -> int:
+    from models.history import generate_history, write_history
+
+    frame = generate_history(args.rows, seed=args.seed)
+    path = write_history(frame, args.out)
+    _say(f"wrote {frame.height:,} declarations ({frame['fraud'].mean():.2%} fraudulent) to {path}")
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    """Register train, evaluate, models and history on greenlane's sub-command parser."""
+    registry_help = "model registry folder (default: GREENLANE_MODEL_REGISTRY or models.yaml)"
+
+    p = sub.add_parser(
+        "train",
+        help="train a risk model on a history of inspected declarations",
+        description="Trains gradient-boosted trees on a CSV or Parquet history of inspected "
+        "declarations, split by date into train / validation (calibration) / test, prints "
+        "precision, recall and revenue at 1, 2, 5, 10%% inspection budgets on the test period "
+        "and stores the model with its metadata in the registry. The first model is promoted "
+        "to current.",
+    )
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet")
+    p.add_argument(
+        "--mapping",
+        type=Path,
+        metavar="FILE",
+        help="YAML naming the columns of FILE (date, label, revenue, roles, extras); "
+        "omit for a file already in canonical columns (e.g. from `greenlane history`)",
+    )
+    p.add_argument("--registry", type=Path, metavar="DIR", help=registry_help)
+    p.add_argument("--promote", action="store_true", help="make the new model current")
+    p.set_defaults(func=train_main)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a model at inspection budgets (JSON + PNG chart)",
+        description="Scores a labelled history with a registered model and reports "
+        "precision@n%%, recall@n%% and revenue@n%% (n = models.yaml's budgets) and ROC AUC.",
+    )
+    p.add_argument("--model", metavar="VERSION", help="model version (default: current)")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet")
+    p.add_argument("--mapping", type=Path, metavar="FILE", help="as for train")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="evaluate declarations from this date")
+    p.add_argument("--out", default="evaluation", metavar="DIR", help="report folder")
+    p.add_argument("--registry", type=Path, metavar="DIR", help=registry_help)
+    p.set_defaults(func=_registry_errors(evaluate_main))
+
+    p = sub.add_parser(
+        "models",
+        help="list the registered models, or promote one",
+        description="`models list` shows every model version (* = current); "
+        "`models promote VERSION` makes one current.",
+    )
+    p.add_argument("action", choices=["list", "promote"])
+    p.add_argument("version", nargs="?", help="with promote: the version")
+    p.add_argument("--json", action="store_true", help="list as JSON metadata")
+    p.add_argument("--registry", type=Path, metavar="DIR", help=registry_help)
+    p.set_defaults(func=_registry_errors(_models_checked))
+
+    p = sub.add_parser(
+        "history",
+        help="generate a synthetic labelled history of declarations",
+        description="Writes a seeded synthetic history (canonical columns, CSV or Parquet by "
+        "suffix) consistent with the carrier simulator's catalogue.",
+    )
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.set_defaults(func=history_main)
+
+
+def _models_checked(args: argparse.Namespace) -> int:
+    if args.action == "promote" and not args.version:
+        print("greenlane models promote: a VERSION is needed", file=sys.stderr)
+        return 2
+    return models_list_main(args)
