@@ -25,6 +25,7 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaException, Producer
 
+from models.stream import StreamScorer
 from streams import admin, metrics, quality
 from streams.config import Settings, schema_path, settings
 from streams.patterns import expire_state
@@ -211,8 +212,10 @@ def create_app(s: Settings | None = None) -> faust.App:
             metrics.PROFILE_INFO.info({"version": rules.version})
 
     rulebook = RuleBook(s.worker.targeting_path, s.worker.profile_check_seconds, on_reload)
-    assessor = Assessor(quality.load_quality_rules(), rulebook.current, decoders)
+    scorer = StreamScorer()  # the registry's current model, if any; swapped when promoted
+    assessor = Assessor(quality.load_quality_rules(), rulebook.current, decoders, scorer=scorer)
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
+    metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
 
     @app.timer(PATTERN_EXPIRY_SECONDS)
@@ -247,6 +250,8 @@ def create_app(s: Settings | None = None) -> faust.App:
             ):
                 started = time.perf_counter()
                 rulebook.refresh()  # a time check; re-reads the profiles only when they changed
+                if scorer.refresh():
+                    metrics.MODEL_INFO.info({"version": scorer.version or "none"})
                 messages = inbound(events)
                 outcome = assessor.assess(
                     stage,

@@ -99,12 +99,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from models.stream import ensure_model
     from streams import admin
     from streams.progress import LiveProgress
     from streams.simulator import CarrierSimulator, generate
 
     s = settings()
     admin.prepare(s)
+    print(f"risk model in force: {ensure_model(s.local.home_path)}")
     log_dir = s.local.home_path / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     worker_log = log_dir / "worker.log"

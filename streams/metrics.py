@@ -52,6 +52,7 @@ DECISION_LATENCY = Histogram(
 PROFILE_RELOADS = Counter(
     "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
 )
+MODEL_INFO = Info("greenlane_risk_model", "The risk model version in force (none: rules only).")
 PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
 
 

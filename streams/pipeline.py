@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
+from models.stream import ModelPart, StreamScorer
 from streams import quality
 from streams.enrichment import filing_facts
 from streams.lanes import LaneAllocator, apply_change, load_lane_settings
@@ -111,6 +112,7 @@ class Assessor:
         lanes: LaneAllocator | None = None,
         pattern_settings: PatternSettings | None = None,
         lists: Lists | None = None,
+        scorer: StreamScorer | None = None,
     ) -> None:
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
@@ -120,6 +122,8 @@ class Assessor:
         # Stateful (capacity counts per destination): one per worker, kept across batches.
         self.lanes = lanes or LaneAllocator(load_lane_settings())
         self.pattern_settings = pattern_settings or load_pattern_settings()
+        # The risk model (issue #4); None: rules only.
+        self.scorer = scorer
         self.lists = lists or load_lists(
             rates=quality_rules.reference_rates,
             reference_currency=quality_rules.reference_currency,
@@ -155,15 +159,22 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None = None,
         now_ms: int = 0,
         out: BatchOutcome | None = None,
-    ) -> tuple[list[Scored], list[dict | None]]:
-        """Rule scores with the list matches, plus for pre-arrival the revenue and
-        stateful-pattern reasons."""
+    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None]]:
+        """Rule scores with the list matches, plus for pre-arrival the revenue,
+        stateful-pattern and risk-model reasons."""
         scores = score_batch(facts, self.targeting_rules)
         extra = match_batch(records, stage, self.lists)
         revenues: list = [None] * len(records)
+        models: list[ModelPart | None] = [None] * len(records)
         if stage == PRE_ARRIVAL:
             revenues = assess_revenue_batch(records, self.revenue_settings)
             extra = [a + (r.reasons if r else []) for a, r in zip(extra, revenues, strict=True)]
+            if self.scorer is not None:
+                models = self.scorer.score(records, self.rates)
+                extra = [
+                    a + ([m.reason] if m and m.reason else [])
+                    for a, m in zip(extra, models, strict=True)
+                ]
         if stage == PRE_ARRIVAL and patterns is not None:
             found = detect_batch(
                 records,
@@ -184,7 +195,11 @@ class Assessor:
                 reasons = sorted([*reasons, *more], key=lambda r: -r["contribution"])
                 score = sum(r["contribution"] for r in reasons)
             merged.append((score, reasons, forced))
-        return merged, [rev.as_record() if rev is not None else None for rev in revenues]
+        return (
+            merged,
+            [rev.as_record() if rev is not None else None for rev in revenues],
+            models,
+        )
 
     def _allocate_lanes(self, decisions: list[dict], now_ms: int) -> list[dict]:
         """Capacity ceiling and random selection (pre-arrival); the decisions as they stand."""
@@ -267,7 +282,7 @@ class Assessor:
                     self.rates,
                 )
             )
-        scores, revenues = self._score(
+        scores, revenues, models = self._score(
             stage, facts, [r for _, r, _ in usable], patterns, now_ms, out
         )
         other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
@@ -282,9 +297,10 @@ class Assessor:
                 0,
                 entry.get(other_key),
                 revenue,
+                model,
             )
-            for (pos, record, report), entry, scored, revenue in zip(
-                usable, entries, scores, revenues, strict=True
+            for (pos, record, report), entry, scored, revenue, model in zip(
+                usable, entries, scores, revenues, models, strict=True
             )
         ]
         decisions = self._allocate_lanes(decisions, now_ms)
@@ -366,6 +382,8 @@ class Assessor:
             "random_pick": False,
             "revenue": None,
             "referrals": [],
+            "model_version": None,
+            "model_probability": None,
             "linked_decision_id": arrival["decision_id"],
             "linked_placi_outcome": None,
             "ruleset_version": rules.version,
@@ -400,7 +418,7 @@ class Assessor:
         facts = filing_facts(
             record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True, self.rates
         )
-        [scored], [revenue] = self._score(PRE_ARRIVAL, [facts], [record])
+        [scored], [revenue], [model] = self._score(PRE_ARRIVAL, [facts], [record])
         revision = arrival["revision"] + 1
         report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
         topic, partition, offset = arrival["source"]
@@ -417,6 +435,7 @@ class Assessor:
                     revision,
                     pre_loading,
                     revenue,
+                    model,
                 )
             ],
             now_ms,
@@ -440,6 +459,7 @@ class Assessor:
         revision: int,
         other: dict | None,
         revenue: dict | None = None,
+        model: ModelPart | None = None,
     ) -> dict:
         score, reasons, forced = scored
         rules = self.targeting_rules
@@ -462,6 +482,8 @@ class Assessor:
             "random_pick": False,
             "revenue": revenue,
             "referrals": rules.referrals(reasons),
+            "model_version": model.version if model else None,
+            "model_probability": model.probability if model else None,
             "linked_decision_id": other["decision_id"] if other else None,
             "linked_placi_outcome": other.get("outcome")
             if other and stage == PRE_ARRIVAL

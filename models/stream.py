@@ -1,0 +1,194 @@
+"""The risk model in the stream: canonical rows from decoded filings, one vectorised score per
+micro-batch, and the model in force swapped when the registry promotes another.
+
+Features come from ``models.features.build_features`` exactly as in training; only the entity
+history differs in origin: a snapshot (the model's own, from its training data) instead of the
+training frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from models.config import SETTINGS_DIR
+from models.features import build_features
+from models.registry import Registry, RegistryError
+from models.schema import conform
+from streams.config import ConfigError, build_section, read_yaml
+
+log = logging.getLogger("greenlane.model")
+MODEL_REASON = "M_RISK_MODEL"
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    # Points the model adds to the risk score at probability 1.0 (linear in the probability).
+    weight: float
+    # Probabilities below this add nothing: the model speaks when it has something to say.
+    floor: float
+    # How often the worker looks for a newly promoted model.
+    check_seconds: float
+    # Whether the model's reason code is shown to carriers.
+    carrier_visible: bool
+
+
+def load_scoring_settings(path: Path | None = None) -> ScoringSettings:
+    """Read models/settings/scoring.yaml (how the model's probability joins the rule score)."""
+    path = path or SETTINGS_DIR / "scoring.yaml"
+    data = read_yaml(path, "scoring settings")
+    settings = build_section(ScoringSettings, data or {}, str(path))
+    if settings.weight < 0 or not 0 <= settings.floor < 1 or settings.check_seconds <= 0:
+        raise ConfigError(f"{path}: weight >= 0, 0 <= floor < 1 and check_seconds > 0 expected")
+    return settings
+
+
+def canonical_rows(records: Sequence[dict], rates: Mapping[str, float]) -> pl.DataFrame:
+    """Pre-arrival declarations (decoded Avro dicts) as canonical history rows, no label.
+
+    One row per declaration: weights, quantities and values (in the reference currency) are
+    summed over item lines; HS code and origin are those of the most valuable line.
+    """
+    rows: dict[str, list[Any]] = {
+        c: []
+        for c in (
+            "date",
+            "seller_id",
+            "importer_id",
+            "declarant_id",
+            "carrier_id",
+            "hs_code",
+            "origin",
+            "departure_country",
+            "destination",
+            "net_mass_kg",
+            "quantity",
+            "value",
+            "tax_rate",
+            "description",
+            "platform",
+        )
+    }
+    for r in records:
+        items = r["items"]
+        values = [i["value"] * rates.get(i["currency"], float("nan")) for i in items]
+        main = (
+            items[int(np.nanargmax(values))]
+            if values and not np.isnan(values).all()
+            else (items[0])
+        )
+        seller, consignee = r["seller"], r["consignee"]
+        rows["date"].append(datetime.fromtimestamp(r["filing_time"] / 1000, UTC).date())
+        rows["seller_id"].append(seller["party_id"] or f"{seller['name']}|{seller['country']}")
+        rows["importer_id"].append(
+            consignee["party_id"] or f"{consignee['name']}|{consignee['address']}"
+        )
+        rows["declarant_id"].append(r["carrier_id"])  # no declarant in the data set: the filer
+        rows["carrier_id"].append(r["carrier_id"])
+        rows["hs_code"].append(main["hs_code"])
+        rows["origin"].append(main["origin_country"])
+        rows["departure_country"].append(seller["country"])
+        rows["destination"].append(r["destination_country"])
+        rows["net_mass_kg"].append(sum(i["net_weight_kg"] for i in items))
+        rows["quantity"].append(float(sum(i["quantity"] for i in items)))
+        rows["value"].append(float(np.nansum(values)))
+        rows["tax_rate"].append(None)
+        rows["description"].append(" ".join(i["description"] for i in items))
+        rows["platform"].append(r["platform"])
+    return conform(pl.DataFrame(rows, schema_overrides={"date": pl.Date}))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPart:
+    """What the model adds to one decision."""
+
+    version: str
+    probability: float
+    reason: dict | None  # None below the floor
+
+
+class StreamScorer:
+    """The model in force in a worker, checked against the registry every few seconds."""
+
+    def __init__(
+        self, registry: Registry | None = None, settings: ScoringSettings | None = None
+    ) -> None:
+        self.registry = registry or Registry()
+        self.settings = settings or load_scoring_settings()
+        self.version: str | None = None
+        self.model: Any = None
+        self._next_check = 0.0
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Load the registry's current model if it changed; True when a new one is in force."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.settings.check_seconds
+        try:
+            current = self.registry.current()
+            if current is None or current == self.version:
+                return False
+            model = self.registry.load(current)
+        except (RegistryError, OSError, EOFError, ValueError) as exc:
+            log.error("model not (re)loaded, keeping %s: %s", self.version, exc)
+            return False
+        self.model, self.version = model, current
+        log.warning("risk model %s in force", current)
+        return True
+
+    def score(self, records: Sequence[dict], rates: Mapping[str, float]) -> list[ModelPart | None]:
+        """One vectorised call for the batch; None for every record when no model exists yet."""
+        if self.model is None or not records:
+            return [None] * len(records)
+        model = self.model
+        features = build_features(canonical_rows(records, rates), model.spec, model.history)
+        probabilities = model.predict_proba(features)
+        s = self.settings
+        out: list[ModelPart | None] = []
+        for p in probabilities.tolist():
+            reason = None
+            if p >= s.floor:
+                reason = {
+                    "code": MODEL_REASON,
+                    "description": "Risk model: likelihood of a finding at inspection",
+                    "contribution": round(s.weight * p, 3),
+                    "evidence": f"probability {p:.3f} (model {self.version})",
+                    "carrier_visible": s.carrier_visible,
+                }
+            out.append(ModelPart(self.version, p, reason))
+        return out
+
+
+def ensure_model(home: Path, rows: int = 100_000, seed: int = 7) -> str:
+    """The registry's current model; on a first start, one trained on a synthetic history.
+
+    What `make run` calls so the stream has a model from its first filing. Uses the same
+    commands an operator would (`greenlane history`, `greenlane train`).
+    """
+    from argparse import Namespace
+
+    from models.cli import history_main, train_main
+
+    registry = Registry()
+    current = registry.current()
+    if current is not None:
+        return current
+    path = home / "history" / f"synthetic-{rows}-seed{seed}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("no risk model yet: training one on a synthetic history (first run only)")
+    history_main(Namespace(rows=rows, seed=seed, out=path))
+    train_main(Namespace(data=path, mapping=None, registry=None, promote=True))
+    current = registry.current()
+    if current is None:
+        raise RegistryError("training finished but no model was promoted")
+    return current

@@ -1,0 +1,103 @@
+"""The risk model in the stream: batch scoring, explained reasons, hot swap from the registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from models.registry import Registry
+from models.stream import MODEL_REASON, StreamScorer, canonical_rows, load_scoring_settings
+from models.train import train
+from streams import quality
+from streams.config import schema_path
+from streams.pipeline import Assessor, InboundMessage
+from streams.serde import WireDecoder, WireEncoder, load_schema
+from streams.targeting import PRE_ARRIVAL, load_targeting_rules
+from tests.factories import NOW_MS, item, pre_arrival
+
+SCHEMA = load_schema(schema_path("pre_arrival"))
+RATES = quality.load_quality_rules().reference_rates
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, history, spec) -> Registry:
+    reg = Registry(tmp_path_factory.mktemp("registry"))
+    model = train(history, spec)
+    reg.save(model, {"note": "first"})
+    reg.promote(reg.versions()[-1])
+    return reg
+
+
+def scorer_for(registry: Registry, check_seconds: float = 10.0) -> StreamScorer:
+    settings = replace(load_scoring_settings(), check_seconds=check_seconds, floor=0.0)
+    return StreamScorer(registry, settings)
+
+
+def test_canonical_rows_sum_lines_and_take_the_main_line():
+    rec = pre_arrival(
+        "C1",
+        items=[
+            item(value=10.0, hs_code="610910", net_weight_kg=0.2),
+            item(
+                value=90.0, currency="USD", hs_code="851713", origin_country="VN", net_weight_kg=0.3
+            ),
+        ],
+    )
+    [row] = canonical_rows([rec], RATES).to_dicts()
+    assert row["hs_code"] == "851713" and row["origin"] == "VN"
+    assert row["value"] == pytest.approx(10.0 + 90.0 * RATES["USD"])
+    assert row["net_mass_kg"] == pytest.approx(0.5) and row["quantity"] == 4
+    assert row["seller_id"] == "SELLER-88" and row["destination"] == "DE"
+
+
+def test_the_stream_scores_exactly_as_the_model_does_offline(registry):
+    scorer = scorer_for(registry)
+    recs = [
+        pre_arrival(f"C{i}", items=[item(value=5.0 + i, net_weight_kg=0.1 + i / 100)])
+        for i in range(50)
+    ]
+    parts = scorer.score(recs, RATES)
+    offline = scorer.model.score(canonical_rows(recs, RATES), scorer.model.history)
+    assert [p.probability for p in parts] == offline.tolist()
+    assert {p.version for p in parts} == {registry.current()}
+    assert all(p.reason["code"] == MODEL_REASON for p in parts)
+
+
+def test_decisions_record_the_model_and_its_reason(registry):
+    fetch = {1: json.dumps(SCHEMA)}.get
+    assessor = Assessor(
+        quality.load_quality_rules(),
+        load_targeting_rules(),
+        {PRE_ARRIVAL: WireDecoder(SCHEMA, fetch)},
+        scorer=scorer_for(registry),
+    )
+    enc = WireEncoder(SCHEMA, 1)
+    msgs = [InboundMessage(b"M1", enc.encode(pre_arrival("M1")), "t", 0, 0, NOW_MS)]
+    [d] = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS).decisions
+    assert d["model_version"] == registry.current()
+    model_reason = next(r for r in d["reasons"] if r["code"] == MODEL_REASON)
+    weight = load_scoring_settings().weight
+    assert model_reason["contribution"] == pytest.approx(weight * d["model_probability"], abs=1e-3)
+    assert d["risk_score"] == pytest.approx(sum(r["contribution"] for r in d["reasons"]))
+
+
+def test_a_newly_promoted_model_is_picked_up_without_restart(registry, history, spec):
+    scorer = scorer_for(registry, check_seconds=0.001)
+    first = scorer.version
+    reg_model = train(history.head(12_000), spec)
+    registry.save(reg_model, {"note": "second"})
+    newest = registry.versions()[-1]
+    assert not scorer.refresh() or scorer.version == first  # not promoted yet: unchanged
+    registry.promote(newest)
+    time.sleep(0.01)
+    assert scorer.refresh() and scorer.version == newest != first
+    [part] = scorer.score([pre_arrival("H1")], RATES)
+    assert part.version == newest
+
+
+def test_without_a_model_the_stream_runs_on_rules_only(tmp_path):
+    scorer = StreamScorer(Registry(tmp_path / "empty"), load_scoring_settings())
+    assert scorer.model is None and scorer.score([pre_arrival("N1")], RATES) == [None]
