@@ -20,6 +20,8 @@ import numpy as np
 import polars as pl
 
 from models.config import SETTINGS_DIR
+from models.drift import DriftMonitor, DriftReference, load_drift_settings
+from models.explain import format_evidence, load_feature_labels, top_contributions
 from models.features import build_features
 from models.registry import Registry, RegistryError
 from models.schema import conform
@@ -39,6 +41,9 @@ class ScoringSettings:
     check_seconds: float
     # Whether the model's reason code is shown to carriers.
     carrier_visible: bool
+    # Scores at or above this are explained by their top feature contributions.
+    explain_above: float
+    top_features: int
 
 
 def load_scoring_settings(path: Path | None = None) -> ScoringSettings:
@@ -125,6 +130,8 @@ class StreamScorer:
         self.settings = settings or load_scoring_settings()
         self.version: str | None = None
         self.model: Any = None
+        self.monitor: DriftMonitor | None = None  # the live distribution vs the training window
+        self.labels = load_feature_labels()
         self._next_check = 0.0
         self.refresh()
 
@@ -143,6 +150,12 @@ class StreamScorer:
             log.error("model not (re)loaded, keeping %s: %s", self.version, exc)
             return False
         self.model, self.version = model, current
+        drift = model.info.get("drift")
+        self.monitor = (
+            DriftMonitor(DriftReference.from_dict(drift), load_drift_settings().half_life_rows)
+            if drift
+            else None
+        )
         log.warning("risk model %s in force", current)
         return True
 
@@ -153,20 +166,37 @@ class StreamScorer:
         model = self.model
         features = build_features(canonical_rows(records, rates), model.spec, model.history)
         probabilities = model.predict_proba(features)
+        if self.monitor is not None:
+            self.monitor.update(features, probabilities)
         s = self.settings
+        evidence = {
+            int(
+                i
+            ): f"{format_evidence(c, float(probabilities[i]), self.labels)} (model {self.version})"
+            for i, c in zip(*self._explained(features, probabilities), strict=True)
+        }
         out: list[ModelPart | None] = []
-        for p in probabilities.tolist():
+        for i, p in enumerate(probabilities.tolist()):
             reason = None
             if p >= s.floor:
                 reason = {
                     "code": MODEL_REASON,
                     "description": "Risk model: likelihood of a finding at inspection",
                     "contribution": round(s.weight * p, 3),
-                    "evidence": f"probability {p:.3f} (model {self.version})",
+                    "evidence": evidence.get(i, f"probability {p:.3f} (model {self.version})"),
                     "carrier_visible": s.carrier_visible,
                 }
             out.append(ModelPart(self.version, p, reason))
         return out
+
+    def _explained(self, features: pl.DataFrame, probabilities: np.ndarray) -> tuple[Any, list]:
+        """(row indices, top contributions) for the scores worth explaining."""
+        rows = np.flatnonzero(probabilities >= self.settings.explain_above)
+        if rows.size == 0 or "baseline" not in self.model.info:
+            return [], []
+        return rows, top_contributions(
+            self.model, features, probabilities, rows, self.settings.top_features
+        )
 
 
 def ensure_model(home: Path, rows: int = 100_000, seed: int = 7) -> str:

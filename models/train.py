@@ -22,7 +22,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 
 from models.config import TrainingSettings, load_model_settings
+from models.drift import DriftReference, load_drift_settings
 from models.evaluate import budget_metrics
+from models.explain import feature_baseline
 from models.features import FeatureSpec, build_features, history_table
 from models.schema import DATE, LABEL, REVENUE
 
@@ -115,6 +117,12 @@ def _weights(y: np.ndarray, how: str) -> np.ndarray | None:
     return np.where(y == 1, positive, negative)
 
 
+def _drift_reference(features: pl.DataFrame, scores: np.ndarray) -> dict:
+    """The training window's distribution of the watched features and of the scores."""
+    s = load_drift_settings()
+    return DriftReference.from_frame(features, scores, s.columns, s.bins, s.epsilon).to_dict()
+
+
 def train(
     frame: pl.DataFrame,
     spec: FeatureSpec,
@@ -179,5 +187,10 @@ def train(
         "metrics": metrics,
         "training_seconds": round(elapsed, 2),
         "boosting_rounds": int(trees.n_iter_),
+        # what the stream needs to explain scores and to watch for drift
+        "baseline": feature_baseline(features.filter(parts["train"])),
+        "drift": _drift_reference(
+            features.filter(parts["train"]), calibrated.predict_proba(matrix[tr])[:, 1]
+        ),
     }
     return RiskModel(spec, codes, calibrated, history_table(frame, spec), info)

@@ -40,6 +40,7 @@ STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
 LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
 PATTERN_EXPIRY_SECONDS = 300.0
+DRIFT_EXPORT_SECONDS = 15.0
 
 
 class Publisher:
@@ -128,6 +129,8 @@ def record_metrics(
         latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
     for d in outcome.decisions:
         metrics.DECISIONS.labels(d["stage"], d["route"]).inc()
+        if d["model_probability"] is not None:
+            metrics.MODEL_SCORE.observe(d["model_probability"])
         for agency in d["referrals"]:
             metrics.REFERRALS.labels(agency).inc()
         if d["random_pick"]:
@@ -227,6 +230,11 @@ def create_app(s: Settings | None = None) -> faust.App:
                 patterns, publisher, pattern_changes(dict.fromkeys(gone), s.topics.partitions)
             )
             await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
+
+    @app.timer(DRIFT_EXPORT_SECONDS)
+    async def export_drift() -> None:
+        if scorer.monitor is not None and scorer.monitor.rows:
+            metrics.export_drift(scorer.monitor)
 
     @app.task
     async def serve_metrics() -> None:

@@ -56,6 +56,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import faust
 
     from streams.app import create_app
+    from threadpoolctl import threadpool_limits
+
     from streams.pipeline import tune_gc
 
     if args.uvloop:
@@ -65,6 +67,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
+    # One worker per core is the scale-out unit: the model's OpenMP threads would only fight
+    # the event loop for the same cores (measured: 3.5 ms vs over 200 ms per predict on 2 cores).
+    threadpool_limits(1)
     app = create_app()
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=args.quiet)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, Info, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 MESSAGES_CONSUMED = Counter(
     "greenlane_messages_consumed", "Messages read from the filing topics.", ["topic"]
@@ -52,8 +52,30 @@ DECISION_LATENCY = Histogram(
 PROFILE_RELOADS = Counter(
     "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
 )
+MODEL_SCORE = Histogram(
+    "greenlane_model_score",
+    "Risk model probabilities of the scored pre-arrival declarations.",
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+)
+MODEL_FEATURE_PSI = Gauge(
+    "greenlane_model_feature_psi",
+    "Population stability index of a model feature, live traffic against the training window "
+    "(0.1: watch, 0.25: act).",
+    ["feature"],
+)
+MODEL_SCORE_PSI = Gauge(
+    "greenlane_model_score_psi",
+    "Population stability index of the model's scores against the training window.",
+)
 MODEL_INFO = Info("greenlane_risk_model", "The risk model version in force (none: rules only).")
 PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
+
+
+def export_drift(monitor) -> None:
+    """Publish a models.drift.DriftMonitor's figures (called now and then, not per batch)."""
+    for feature, value in monitor.psi().items():
+        MODEL_FEATURE_PSI.labels(feature).set(value)
+    MODEL_SCORE_PSI.set(monitor.score_psi())
 
 
 def serve(host: str, port: int) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from streams import metrics
 from streams.config import Settings, load_settings
@@ -74,10 +74,12 @@ def exported_series() -> dict[str, frozenset[str]]:
     """Every series name the worker exposes (counters with _total, histogram parts) -> labels."""
     series: dict[str, frozenset[str]] = {}
     for obj in vars(metrics).values():
-        if not isinstance(obj, Counter | Histogram):
+        if not isinstance(obj, Counter | Histogram | Gauge):
             continue
         labels = frozenset(obj._labelnames)
-        if isinstance(obj, Counter):
+        if isinstance(obj, Gauge):
+            series[obj._name] = labels
+        elif isinstance(obj, Counter):
             series[f"{obj._name}_total"] = labels
         else:
             series[f"{obj._name}_bucket"] = labels | {"le"}

@@ -101,3 +101,15 @@ def test_a_newly_promoted_model_is_picked_up_without_restart(registry, history, 
 def test_without_a_model_the_stream_runs_on_rules_only(tmp_path):
     scorer = StreamScorer(Registry(tmp_path / "empty"), load_scoring_settings())
     assert scorer.model is None and scorer.score([pre_arrival("N1")], RATES) == [None]
+
+
+def test_scores_are_explained_and_feed_the_drift_monitor(registry):
+    settings = replace(load_scoring_settings(), floor=0.0, explain_above=0.0)
+    scorer = StreamScorer(registry, settings)
+    recs = [pre_arrival(f"E{i}", items=[item(value=1.0 + i, net_weight_kg=2.0)]) for i in range(40)]
+    parts = scorer.score(recs, RATES)
+    evidence = [p.reason["evidence"] for p in parts]
+    assert all(e.startswith("model probability") for e in evidence)
+    assert all(f"(model {registry.current()})" in e for e in evidence)
+    assert scorer.monitor is not None and scorer.monitor.rows == pytest.approx(40, rel=0.01)
+    assert set(scorer.monitor.psi()) and scorer.monitor.score_psi() >= 0
