@@ -54,10 +54,9 @@ def _cmd_topics(_args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     import faust
-
-    from streams.app import create_app
     from threadpoolctl import threadpool_limits
 
+    from streams.app import create_app
     from streams.pipeline import tune_gc
 
     if args.uvloop:
