@@ -149,7 +149,11 @@ def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
         f"[topics]\npartitions = 2\n"
     )
     env = dict(
-        os.environ, GREENLANE_TOPIC_PREFIX=f"it-{run}.", GREENLANE_SETTINGS=str(settings_file)
+        os.environ,
+        GREENLANE_TOPIC_PREFIX=f"it-{run}.",
+        GREENLANE_SETTINGS=str(settings_file),
+        # a registry of the module's own: rules only unless the module promotes a model
+        GREENLANE_MODEL_REGISTRY=str(tmp_path_factory.mktemp("models")),
     )
     s = load_settings(env=env)
     admin.prepare(s, progress=lambda m: None)
