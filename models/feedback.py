@@ -133,7 +133,11 @@ def summary_from_decision(
 
 
 def _unmatched(outcome: Mapping[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    return {"outcome": dict(outcome), "reason": reason, "detail": detail}
+    return {
+        "outcome": outcome,
+        "reason": reason,
+        "detail": detail,
+    }  # the object itself: callers find its message by identity
 
 
 def _in_reference(amount: float, currency: str, rates: Mapping[str, float]) -> float | None:

@@ -25,11 +25,12 @@ from typing import Any
 import faust
 from confluent_kafka import KafkaException, Producer
 
+from models.feedback import LabelledHistory, join_outcomes
 from models.stream import StreamScorer
 from streams import admin, metrics, quality
 from streams.config import Settings, schema_path, settings
 from streams.patterns import expire_state
-from streams.pipeline import Assessor, BatchOutcome, InboundMessage
+from streams.pipeline import Assessor, BatchOutcome, InboundMessage, dead_letter_record
 from streams.routing import ROUTE_TOPIC_ROLE
 from streams.serde import WireDecoder, WireEncoder, load_schema
 from streams.targeting import PRE_ARRIVAL, PRE_LOADING, RuleBook, TargetingRules
@@ -39,6 +40,7 @@ log = logging.getLogger("greenlane.worker")
 STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
 LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
+SUMMARY_TABLE = "decision_summaries"
 PATTERN_EXPIRY_SECONDS = 300.0
 DRIFT_EXPORT_SECONDS = 15.0
 
@@ -178,6 +180,13 @@ def pattern_changes(updates: dict[str, Any], partitions: int) -> Iterator[tuple[
         yield key, value, zlib.crc32(key.encode()) % partitions
 
 
+def outcome_dead_letter(
+    msg: InboundMessage, code: str, why: str, now_ms: int
+) -> tuple[bytes | None, dict]:
+    """An inspection outcome that cannot join the history, kept whole with the reason."""
+    return msg.key, dead_letter_record(msg, code, why, None, None, now_ms)
+
+
 def create_app(s: Settings | None = None) -> faust.App:
     """Build the worker app: one batch agent per filing topic and the consignment link table."""
     s = s or settings()
@@ -200,6 +209,8 @@ def create_app(s: Settings | None = None) -> faust.App:
     )
     links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions)
     patterns = app.Table(PATTERN_TABLE, default=None, partitions=s.topics.partitions)
+    # decision_id -> what the feedback join needs, until the inspection outcome arrives
+    summaries = app.Table(SUMMARY_TABLE, default=None, partitions=s.topics.partitions)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
@@ -275,6 +286,9 @@ def create_app(s: Settings | None = None) -> faust.App:
                     publisher,
                     pattern_changes(outcome.pattern_updates, s.topics.partitions),
                 )
+                write_changelog(
+                    summaries, publisher, ((k, v, p) for k, (p, v) in outcome.summaries.items())
+                )
                 publisher.enqueue(outcome)
                 await loop.run_in_executor(None, publisher.confirm)
                 consumed.inc(len(events))
@@ -285,4 +299,40 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     stage_agent(PRE_LOADING)
     stage_agent(PRE_ARRIVAL)
+
+    outcomes_topic = app.topic(
+        s.topics.name("inspection_outcome"), key_serializer="raw", value_serializer="raw"
+    )
+    outcome_decoder = WireDecoder(load_schema(schema_path("inspection_outcome")), fetch)
+    history = LabelledHistory()
+
+    @app.agent(outcomes_topic, name="greenlane.feedback.outcomes")
+    async def join_inspection_outcomes(stream):
+        """Officers' findings joined to their decisions: the model's labelled history."""
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(s.worker.batch_max, within=1.0):
+            messages = inbound(events)
+            now_ms = int(time.time() * 1000)
+            decoded = outcome_decoder.decode_batch([m.value for m in messages])
+            outcomes, dead, source = [], [], {}
+            for msg, item in zip(messages, decoded, strict=True):
+                if isinstance(item, dict):
+                    outcomes.append(item)
+                    source[id(item)] = msg
+                else:
+                    dead.append(outcome_dead_letter(msg, item.error_code, item.message, now_ms))
+            rows, unmatched = join_outcomes(outcomes, summaries.data, assessor.rates)
+            for u in unmatched:
+                msg = source[id(u["outcome"])]
+                dead.append(outcome_dead_letter(msg, f"OUTCOME_{u['reason']}", u["detail"], now_ms))
+            if rows:  # Parquet part files: off the event loop
+                await loop.run_in_executor(None, history.append, rows)
+            publisher.enqueue(BatchOutcome(dead_letters=dead))
+            await loop.run_in_executor(None, publisher.confirm)
+            metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name()).inc(len(events))
+            metrics.OUTCOMES.labels("joined").inc(len(rows))
+            for _, d in dead:
+                metrics.DEAD_LETTERS.labels(d["error_code"]).inc()
+                metrics.OUTCOMES.labels("dead_lettered").inc()
+
     return app

@@ -33,6 +33,7 @@ class Topics:
     inspect: str
     carrier_response: str
     dead_letter: str
+    inspection_outcome: str
     referral_prefix: str
 
     def name(self, role: str) -> str:
@@ -59,6 +60,7 @@ TOPIC_SCHEMAS: dict[str, str] = {
     "inspect": "risk_decision.avsc",
     "carrier_response": "carrier_response.avsc",
     "dead_letter": "dead_letter.avsc",
+    "inspection_outcome": "inspection_outcome.avsc",
 }
 
 

@@ -52,6 +52,11 @@ DECISION_LATENCY = Histogram(
 PROFILE_RELOADS = Counter(
     "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
 )
+OUTCOMES = Counter(
+    "greenlane_inspection_outcomes",
+    "Inspection outcomes: joined to their decision (labelled history) or dead-lettered.",
+    ["result"],
+)
 MODEL_SCORE = Histogram(
     "greenlane_model_score",
     "Risk model probabilities of the scored pre-arrival declarations.",

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
+from models.feedback import summaries_from_decisions
 from models.stream import ModelPart, StreamScorer
 from streams import quality
 from streams.enrichment import filing_facts
@@ -72,8 +73,41 @@ class BatchOutcome:
     findings: Counter = field(default_factory=Counter)
     # index of the inbound message each decision came from (for latency)
     decision_sources: list[int] = field(default_factory=list)
+    # decision_id -> (changelog partition, what the feedback join needs), pre-arrival only
+    summaries: dict[str, tuple[int, dict]] = field(default_factory=dict)
     # pattern-state key -> new value (None: deleted)
     pattern_updates: dict[str, dict | None] = field(default_factory=dict)
+
+
+def dead_letter_record(
+    msg: InboundMessage,
+    code: str,
+    why: str,
+    schema_id: int | None,
+    record: dict | None,
+    now_ms: int,
+) -> dict:
+    """A message set aside whole, with why: a DeadLetter record (schemas/dead_letter.avsc)."""
+    return {
+        "dead_letter_id": _digest(
+            msg.topic.encode(),
+            str(msg.partition).encode(),
+            str(msg.offset).encode(),
+            msg.value or b"",
+        ),
+        "error_code": code,
+        "error_message": why,
+        "source_topic": msg.topic,
+        "source_partition": msg.partition,
+        "source_offset": msg.offset,
+        "source_timestamp": msg.timestamp_ms,
+        "schema_id": schema_id,
+        "carrier_id": (record or {}).get("carrier_id") or None,
+        "message_id": (record or {}).get("message_id") or None,
+        "original_key": msg.key,
+        "original_value": msg.value,
+        "dead_lettered_at": now_ms,
+    }
 
 
 def tune_gc() -> None:
@@ -304,6 +338,12 @@ class Assessor:
             )
         ]
         decisions = self._allocate_lanes(decisions, now_ms)
+        if stage == PRE_ARRIVAL and decisions:
+            summaries = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
+            out.summaries = {
+                d["decision_id"]: (messages[pos].partition, summary)
+                for (pos, _, _), d, summary in zip(usable, decisions, summaries, strict=True)
+            }
 
         for (pos, record, report), entry, decision in zip(usable, entries, decisions, strict=True):
             msg = messages[pos]
@@ -512,26 +552,7 @@ class Assessor:
         record: dict | None,
         now_ms: int,
     ) -> None:
-        dead = {
-            "dead_letter_id": _digest(
-                msg.topic.encode(),
-                str(msg.partition).encode(),
-                str(msg.offset).encode(),
-                msg.value or b"",
-            ),
-            "error_code": code,
-            "error_message": why,
-            "source_topic": msg.topic,
-            "source_partition": msg.partition,
-            "source_offset": msg.offset,
-            "source_timestamp": msg.timestamp_ms,
-            "schema_id": schema_id,
-            "carrier_id": (record or {}).get("carrier_id") or None,
-            "message_id": (record or {}).get("message_id") or None,
-            "original_key": msg.key,
-            "original_value": msg.value,
-            "dead_lettered_at": now_ms,
-        }
+        dead = dead_letter_record(msg, code, why, schema_id, record, now_ms)
         out.dead_letters.append((msg.key, dead))
         waybill = (record or {}).get("house_waybill") or (
             msg.key.decode("utf-8", "replace") if msg.key else None

@@ -154,6 +154,7 @@ def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
         GREENLANE_SETTINGS=str(settings_file),
         # a registry of the module's own: rules only unless the module promotes a model
         GREENLANE_MODEL_REGISTRY=str(tmp_path_factory.mktemp("models")),
+        GREENLANE_HISTORY=str(tmp_path_factory.mktemp("history")),
     )
     s = load_settings(env=env)
     admin.prepare(s, progress=lambda m: None)
