@@ -10,6 +10,7 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from models.config import load_model_settings
 
@@ -33,6 +34,18 @@ def _registry_errors(func):
     return run
 
 
+def save_trained(
+    registry: Any, model: Any, data: Any, mapping: Any, promote: bool
+) -> tuple[str, bool]:
+    """Save a trained model with where it came from; promote it if asked or if it is the first."""
+    metadata = {**model.info, "data": str(data), "mapping": str(mapping) if mapping else None}
+    version = registry.save(model, metadata)
+    promoted = promote or registry.current() is None
+    if promoted:
+        registry.promote(version)
+    return version, promoted
+
+
 def train_main(args: argparse.Namespace) -> int:
     from models.evaluate import format_metrics
     from models.features import default_spec
@@ -51,15 +64,7 @@ def train_main(args: argparse.Namespace) -> int:
     )
     model = train(frame, spec, settings.training, _say, tuple(settings.evaluation.budgets))
     registry = Registry(args.registry)
-    metadata = {
-        **model.info,
-        "data": str(args.data),
-        "mapping": str(args.mapping) if args.mapping else None,
-    }
-    version = registry.save(model, metadata)
-    promoted = args.promote or registry.current() is None
-    if promoted:
-        registry.promote(version)
+    version, promoted = save_trained(registry, model, args.data, args.mapping, args.promote)
     _say(f"held-out test period {model.info['test_window'][0]} .. {model.info['test_window'][1]}:")
     _say(format_metrics(model.info["metrics"], settings.evaluation.budgets))
     state = "promoted to current" if promoted else f"current stays {registry.current()}"
