@@ -121,13 +121,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     stop = threading.Event()
     sim = CarrierSimulator(s)
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     sent = [0]
     # Stopping ends the filing stream, so the simulator still flushes what it produced.
     filings = itertools.takewhile(
         lambda _: not stop.is_set(),
         generate(
             args.count or 10**12,
-            seed=args.seed,
+            seed=seed,
             risky_share=args.risky_share,
             invalid_share=args.invalid_share,
         ),
@@ -140,7 +141,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     live = LiveProgress(f"http://{s.worker.metrics_host}:{s.worker.metrics_port}/metrics")
     print(
-        f"metrics: {live.url}   carrier simulator: {args.rate:,.0f} filings/s   "
+        f"metrics: {live.url}   carrier simulator: {args.rate:,.0f} filings/s (seed {seed})   "
         f"{'until Ctrl-C' if not args.duration else f'for {args.duration:g} s'}"
     )
     started = time.monotonic()
@@ -231,14 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_worker)
 
-    def traffic_options(p: argparse.ArgumentParser, rate: float | None) -> None:
+    def traffic_options(p: argparse.ArgumentParser, rate: float | None, seed: int | None) -> None:
         p.add_argument(
             "--rate",
             type=float,
             default=rate,
             help="filings per second (default: %(default)s; omit for as fast as possible)",
         )
-        p.add_argument("--seed", type=int, default=7, help="random seed (default: %(default)s)")
+        p.add_argument(
+            "--seed",
+            type=int,
+            default=seed,
+            help="random seed (default: %(default)s; none: new consignments every run)",
+        )
         p.add_argument(
             "--risky-share",
             type=float,
@@ -262,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--count", type=int, default=10_000, help="filings to send (default: %(default)s)"
     )
-    traffic_options(p, None)
+    traffic_options(p, None, 7)
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser(
@@ -278,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: 0 = until Ctrl-C)",
     )
     p.add_argument("--count", type=int, default=0, help="stop sending after this many filings")
-    traffic_options(p, 2000.0)
+    traffic_options(p, 2000.0, None)
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(

@@ -345,6 +345,7 @@ class Assessor:
                 for (pos, _, _), d, summary in zip(usable, decisions, summaries, strict=True)
             }
 
+        reassess: list[tuple[str, int, dict, dict]] = []
         for (pos, record, report), entry, decision in zip(usable, entries, decisions, strict=True):
             msg = messages[pos]
             waybill = record["house_waybill"]
@@ -358,9 +359,7 @@ class Assessor:
                     "outcome": decision["placi_outcome"],
                 }
                 if other and other.get("pending"):
-                    entry["pre_arrival"] = self._reassess(
-                        out, other, entry["pre_loading"], pos, now_ms
-                    )
+                    reassess.append((waybill, pos, other, entry["pre_loading"]))
             else:
                 pending = record if (other is None and record["transport_mode"] == "AIR") else None
                 entry["pre_arrival"] = {
@@ -375,6 +374,8 @@ class Assessor:
                 }
             local[waybill] = entry
             out.link_updates[waybill] = (msg.partition, entry)
+        if reassess:
+            self._reassess(out, reassess, local, now_ms)
         for group in out.split_groups:
             for waybill in group["reassess"]:
                 self._flag_split_member(out, waybill, group, links, local, now_ms)
@@ -445,29 +446,46 @@ class Assessor:
         out.link_updates[waybill] = (partition, entry)
 
     def _reassess(
-        self, out: BatchOutcome, arrival: dict, pre_loading: dict, pos: int, now_ms: int
-    ) -> dict:
-        """Re-assess a pre-arrival declaration that came before its pre-loading filing.
+        self,
+        out: BatchOutcome,
+        pending: list[tuple[str, int, dict, dict]],
+        local: dict[str, dict],
+        now_ms: int,
+    ) -> None:
+        """Re-assess pre-arrival declarations that came before their pre-loading filing.
 
-        A new decision (next revision) is published only if the lane changes, so consignments
-        filed in order still yield exactly one decision per filing.
+        ``pending``: (waybill, position of the pre-loading filing, pre-arrival link entry, the
+        new pre-loading link entry). One batch call for all of them, like any batch. A new
+        decision (next revision) is published only if the lane changes, so consignments filed
+        in order still yield exactly one decision per filing.
         """
-        record = arrival["pending"]
-        q = arrival["quality"]
-        codes = frozenset(f["code"] for f in q["findings"])
-        facts = filing_facts(
-            record, PRE_ARRIVAL, codes, q["score"], pre_loading["outcome"], True, self.rates
-        )
-        [scored], [revenue], [model] = self._score(PRE_ARRIVAL, [facts], [record])
-        revision = arrival["revision"] + 1
-        report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
-        topic, partition, offset = arrival["source"]
-        source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
-        [decision] = self._allocate_lanes(
-            [
+        records = [arrival["pending"] for _, _, arrival, _ in pending]
+        facts = [
+            filing_facts(
+                arrival["pending"],
+                PRE_ARRIVAL,
+                frozenset(f["code"] for f in arrival["quality"]["findings"]),
+                arrival["quality"]["score"],
+                pre_loading["outcome"],
+                True,
+                self.rates,
+            )
+            for _, _, arrival, pre_loading in pending
+        ]
+        scores, revenues, models = self._score(PRE_ARRIVAL, facts, records)
+        decisions = []
+        for (_, _, arrival, pre_loading), scored, revenue, model in zip(
+            pending, scores, revenues, models, strict=True
+        ):
+            q = arrival["quality"]
+            report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
+            topic, partition, offset = arrival["source"]
+            source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
+            revision = arrival["revision"] + 1
+            decisions.append(
                 self._decision(
                     PRE_ARRIVAL,
-                    record,
+                    arrival["pending"],
                     report,
                     scored,
                     source,
@@ -477,16 +495,20 @@ class Assessor:
                     revenue,
                     model,
                 )
-            ],
-            now_ms,
-        )
-        updated = dict(arrival, pending=None)
-        if decision["route"] != arrival["route"]:
-            self._emit(out, decision, pos, source.key, now_ms)
-            updated.update(
-                decision_id=decision["decision_id"], route=decision["route"], revision=revision
             )
-        return updated
+        decisions = self._allocate_lanes(decisions, now_ms)
+        for (waybill, pos, arrival, _), decision in zip(pending, decisions, strict=True):
+            updated = dict(arrival, pending=None)
+            if decision["route"] != arrival["route"]:
+                self._emit(out, decision, pos, arrival["key"].encode(), now_ms)
+                updated.update(
+                    decision_id=decision["decision_id"],
+                    route=decision["route"],
+                    revision=decision["revision"],
+                )
+            entry = dict(local[waybill], pre_arrival=updated)
+            local[waybill] = entry
+            out.link_updates[waybill] = (out.link_updates[waybill][0], entry)
 
     def _decision(
         self,
