@@ -46,6 +46,15 @@ def histogram_quantile(samples: dict[str, dict[tuple, float]], name: str, q: flo
     return None
 
 
+def _bound(seconds: float | None) -> str:
+    """A histogram bucket bound as text ('> 120 s' for the overflow bucket)."""
+    if seconds is None:
+        return "-"
+    if seconds == float("inf"):
+        return "> 120 s (backlog)"
+    return f"≤ {seconds:g} s"
+
+
 class LiveProgress:
     """Turns successive scrapes into one status line."""
 
@@ -77,7 +86,7 @@ class LiveProgress:
         p95 = histogram_quantile(samples, "greenlane_decision_latency_seconds", 0.95)
         return (
             f"{elapsed:6.0f}s  sent {sent:,}  decided {decided:,.0f} ({rate:,.0f}/s)  {split}  "
-            f"dead letters {dead:,.0f}  p95 latency ≤ {p95 if p95 is not None else '-'} s   "
+            f"dead letters {dead:,.0f}  p95 latency {_bound(p95)}   "
         )
 
     def summary(self, sent: int, elapsed: float) -> str:
