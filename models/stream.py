@@ -22,7 +22,7 @@ import polars as pl
 from models.config import SETTINGS_DIR
 from models.drift import DriftMonitor, DriftReference, load_drift_settings
 from models.explain import format_evidence, load_feature_labels, top_contributions
-from models.features import build_features
+from models.features import build_features, index_history
 from models.registry import Registry, RegistryError
 from models.schema import conform
 from streams.config import ConfigError, build_section, read_yaml
@@ -150,6 +150,7 @@ class StreamScorer:
             log.error("model not (re)loaded, keeping %s: %s", self.version, exc)
             return False
         self.model, self.version = model, current
+        self.history = index_history(model.history)
         drift = model.info.get("drift")
         self.monitor = (
             DriftMonitor(DriftReference.from_dict(drift), load_drift_settings().half_life_rows)
@@ -164,7 +165,7 @@ class StreamScorer:
         if self.model is None or not records:
             return [None] * len(records)
         model = self.model
-        features = build_features(canonical_rows(records, rates), model.spec, model.history)
+        features = build_features(canonical_rows(records, rates), model.spec, self.history)
         probabilities = model.predict_proba(features)
         if self.monitor is not None:
             self.monitor.update(features, probabilities)

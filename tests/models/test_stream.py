@@ -113,3 +113,13 @@ def test_scores_are_explained_and_feed_the_drift_monitor(registry):
     assert all(f"(model {registry.current()})" in e for e in evidence)
     assert scorer.monitor is not None and scorer.monitor.rows == pytest.approx(40, rel=0.01)
     assert set(scorer.monitor.psi()) and scorer.monitor.score_psi() >= 0
+
+
+def test_the_indexed_snapshot_gives_the_same_features_as_the_snapshot_frame(registry):
+    from models.features import build_features, index_history
+
+    model = registry.load()
+    rows = canonical_rows([pre_arrival(f"X{i}") for i in range(30)], RATES)
+    by_frame = build_features(rows, model.spec, model.history)
+    by_index = build_features(rows, model.spec, index_history(model.history))
+    assert by_index.equals(by_frame)
