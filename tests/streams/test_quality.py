@@ -454,75 +454,57 @@ def write_settings(tmp_path: Path, replacements: dict[str, str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("replacements", "key"),
-    [
-        ({r"^min_line_value = .*$": 'min_line_value = "cheap"'}, "min_line_value"),
-        (
-            {r"^min_description_letters = .*$": "min_description_letters = 4.5"},
-            "min_description_letters",
-        ),
-        (
-            {r"^min_description_letters = .*$": "min_description_letters = true"},
-            "min_description_letters",
-        ),
-        ({r"^reference_currency = .*$": "reference_currency = 1"}, "reference_currency"),
-        ({r"^vague_party_names = \[": "vague_party_names = [5, "}, "vague_party_names[0]"),
-        ({r"^vague_party_names = \[": 'vague_party_names = ["  ", '}, "vague_party_names[0]"),
-        ({r"^extra_country_codes = .*$": 'extra_country_codes = "XK"'}, "extra_country_codes"),
-        ({r"^extra_country_codes = .*$": 'extra_country_codes = ["xk"]'}, "extra_country_codes[0]"),
-        ({r"^USD = .*$": 'USD = "0.92"'}, "[reference_rates].USD"),
-        ({r"^DQ_LATE_FILING = .*$": "DQ_LATE_FILING = 2"}, "[penalties].DQ_LATE_FILING"),
-    ],
-)
-def test_bad_type_or_value_names_file_and_key(tmp_path, replacements, key):
-    path = write_settings(tmp_path, replacements)
-    with pytest.raises(ConfigError) as error:
-        load_quality_rules(path)
-    assert str(path) in str(error.value)
-    assert key in str(error.value)
+BAD_TYPES = [
+    ({r"^min_line_value = .*$": 'min_line_value = "cheap"'}, "min_line_value"),
+    (
+        {r"^min_description_letters = .*$": "min_description_letters = 4.5"},
+        "min_description_letters",
+    ),
+    (
+        {r"^min_description_letters = .*$": "min_description_letters = true"},
+        "min_description_letters",
+    ),
+    ({r"^reference_currency = .*$": "reference_currency = 1"}, "reference_currency"),
+    ({r"^vague_party_names = \[": "vague_party_names = [5, "}, "vague_party_names[0]"),
+    ({r"^vague_party_names = \[": 'vague_party_names = ["  ", '}, "vague_party_names[0]"),
+    ({r"^extra_country_codes = .*$": 'extra_country_codes = "XK"'}, "extra_country_codes"),
+    ({r"^extra_country_codes = .*$": 'extra_country_codes = ["xk"]'}, "extra_country_codes[0]"),
+    ({r"^USD = .*$": 'USD = "0.92"'}, "[reference_rates].USD"),
+    ({r"^DQ_LATE_FILING = .*$": "DQ_LATE_FILING = 2"}, "[penalties].DQ_LATE_FILING"),
+]
+
+UNKNOWN_KEYS = [
+    ({r"\A": "min_line_valeu = 1.0\n"}, "min_line_valeu"),
+    ({r"^DQ_LATE_FILING = .*$": "DQ_LATE_FILLING = 0.1"}, "DQ_LATE_FILLING"),
+    ({r"^USD = .*$": "USX = 0.92"}, "USX"),
+]
+
+OUT_OF_RANGE_OR_MISSING = [
+    ({r"^max_line_value = .*$": "max_line_value = 0.001"}, "max_line_value"),
+    ({r"^min_value_per_kg = .*$": "min_value_per_kg = -1"}, "min_value_per_kg"),
+    (
+        {r"^max_gross_weight_kg_per_piece = .*$": "max_gross_weight_kg_per_piece = 0"},
+        "max_gross_weight_kg_per_piece",
+    ),
+    (
+        {r"^late_filing_grace_minutes = .*$": "late_filing_grace_minutes = -5"},
+        "late_filing_grace_minutes",
+    ),
+    (
+        {r"^min_hs_digits_pre_arrival = .*$": "min_hs_digits_pre_arrival = 12"},
+        "min_hs_digits_pre_arrival",
+    ),
+    ({r"^reference_currency = .*$": 'reference_currency = "USD"'}, "reference_currency"),
+    ({r"^EUR = .*$": "EUR = 0"}, "[reference_rates].EUR"),
+    ({r"^default = .*\n": ""}, "default"),
+    ({r"^max_hs_digits = .*\n": ""}, "max_hs_digits"),
+]
 
 
 @pytest.mark.parametrize(
-    ("replacements", "key"),
-    [
-        ({r"\A": "min_line_valeu = 1.0\n"}, "min_line_valeu"),
-        ({r"^DQ_LATE_FILING = .*$": "DQ_LATE_FILLING = 0.1"}, "DQ_LATE_FILLING"),
-        ({r"^USD = .*$": "USX = 0.92"}, "USX"),
-    ],
+    ("replacements", "key"), BAD_TYPES + UNKNOWN_KEYS + OUT_OF_RANGE_OR_MISSING
 )
-def test_unknown_key_names_file_and_key(tmp_path, replacements, key):
-    path = write_settings(tmp_path, replacements)
-    with pytest.raises(ConfigError) as error:
-        load_quality_rules(path)
-    assert str(path) in str(error.value)
-    assert key in str(error.value)
-
-
-@pytest.mark.parametrize(
-    ("replacements", "key"),
-    [
-        ({r"^max_line_value = .*$": "max_line_value = 0.001"}, "max_line_value"),
-        ({r"^min_value_per_kg = .*$": "min_value_per_kg = -1"}, "min_value_per_kg"),
-        (
-            {r"^max_gross_weight_kg_per_piece = .*$": "max_gross_weight_kg_per_piece = 0"},
-            "max_gross_weight_kg_per_piece",
-        ),
-        (
-            {r"^late_filing_grace_minutes = .*$": "late_filing_grace_minutes = -5"},
-            "late_filing_grace_minutes",
-        ),
-        (
-            {r"^min_hs_digits_pre_arrival = .*$": "min_hs_digits_pre_arrival = 12"},
-            "min_hs_digits_pre_arrival",
-        ),
-        ({r"^reference_currency = .*$": 'reference_currency = "USD"'}, "reference_currency"),
-        ({r"^EUR = .*$": "EUR = 0"}, "[reference_rates].EUR"),
-        ({r"^default = .*\n": ""}, "default"),
-        ({r"^max_hs_digits = .*\n": ""}, "max_hs_digits"),
-    ],
-)
-def test_out_of_range_or_missing_value_names_file_and_key(tmp_path, replacements, key):
+def test_invalid_settings_name_file_and_key(tmp_path, replacements, key):
     path = write_settings(tmp_path, replacements)
     with pytest.raises(ConfigError) as error:
         load_quality_rules(path)
