@@ -18,7 +18,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ PATTERN_TABLE = "pattern_state"
 SUMMARY_TABLE = "decision_summaries"
 PATTERN_EXPIRY_SECONDS = 300.0
 DRIFT_EXPORT_SECONDS = 15.0
+RETENTION_SWEEP_SECONDS = 600.0
 
 
 class Publisher:
@@ -165,6 +166,19 @@ def write_changelog(table, publisher: Publisher, updates: Iterable[tuple[str, An
             produce(topic, json.dumps(key).encode(), json.dumps(value).encode(), partition)
 
 
+def stale_entries(
+    store: Mapping[str, Any], time_field: str, older_than_ms: int
+) -> list[tuple[str, None, int]]:
+    """Deletions (key, None, changelog partition) for entries filed before ``older_than_ms``."""
+    return [
+        (key, None, entry["partition"])
+        for key, entry in list(store.items())
+        if isinstance(entry, dict)
+        and "partition" in entry
+        and entry.get(time_field, older_than_ms) < older_than_ms
+    ]
+
+
 def link_changes(outcome: BatchOutcome) -> Iterator[tuple[str, Any, int]]:
     """Link entries go to the changelog partition of the filing that changed them, which is
     the partition Faust restores together with that filing's topic partition."""
@@ -240,6 +254,32 @@ def create_app(s: Settings | None = None) -> faust.App:
             write_changelog(
                 patterns, publisher, pattern_changes(dict.fromkeys(gone), s.topics.partitions)
             )
+            await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
+
+    @app.timer(RETENTION_SWEEP_SECONDS)
+    async def forget_old_consignments() -> None:
+        """Bounded tables: links and decision summaries past their retention are deleted."""
+        now_ms = int(time.time() * 1000)
+        day_ms = 86_400_000
+        gone = [
+            (
+                links,
+                stale_entries(
+                    links.data, "filed_at", now_ms - int(s.worker.link_retention_days * day_ms)
+                ),
+            ),
+            (
+                summaries,
+                stale_entries(
+                    summaries.data,
+                    "filing_time",
+                    now_ms - int(s.worker.summary_retention_days * day_ms),
+                ),
+            ),
+        ]
+        for table, deletions in gone:
+            write_changelog(table, publisher, deletions)
+        if any(deletions for _, deletions in gone):
             await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
 
     @app.timer(DRIFT_EXPORT_SECONDS)

@@ -73,6 +73,8 @@ class Worker:
     metrics_port: int
     targeting_dir: str
     profile_check_seconds: float
+    link_retention_days: float
+    summary_retention_days: float
     data_dir: str
     table_store: str
 

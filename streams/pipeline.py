@@ -341,7 +341,10 @@ class Assessor:
         if stage == PRE_ARRIVAL and decisions:
             summaries = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
             out.summaries = {
-                d["decision_id"]: (messages[pos].partition, summary)
+                d["decision_id"]: (
+                    messages[pos].partition,
+                    summary | {"partition": messages[pos].partition},
+                )
                 for (pos, _, _), d, summary in zip(usable, decisions, summaries, strict=True)
             }
 
@@ -372,6 +375,9 @@ class Assessor:
                     "key": (msg.key or b"").decode("utf-8", "replace"),
                     "summary": {k: decision[k] for k in SUMMARY_FIELDS},
                 }
+            # for the retention sweep: event time (replays agree) and where the changelog lives
+            entry["filed_at"] = max(entry.get("filed_at", 0), record["filing_time"])
+            entry["partition"] = msg.partition
             local[waybill] = entry
             out.link_updates[waybill] = (msg.partition, entry)
         if reassess:

@@ -309,3 +309,11 @@ def test_list_matches_are_reasons_but_watchlist_internals_never_reach_the_carrie
     assert by_code["T_AEO_CARRIER"]["contribution"] < 0
     response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
     assert "T_AEO_CARRIER" in response_codes and "W_PARTY_WATCHLIST" not in response_codes
+
+
+def test_link_entries_remember_when_and_where_for_the_retention_sweep(assessor):
+    msgs = messages(PRE_LOADING, [pre_loading("RT1")])
+    out = assessor.assess(PRE_LOADING, msgs, {}, NOW_MS)
+    partition, entry = out.link_updates["RT1"]
+    assert entry["partition"] == partition == msgs[0].partition
+    assert entry["filed_at"] == pre_loading("RT1")["filing_time"]
