@@ -118,14 +118,10 @@ def inbound(events: Sequence) -> list[InboundMessage]:
 
 
 def record_metrics(
-    stage: str,
-    events: Sequence,
-    outcome: BatchOutcome,
-    started: float,
-    messages: list[InboundMessage],
+    stage: str, outcome: BatchOutcome, started: float, messages: list[InboundMessage]
 ) -> None:
     done_ms = time.time() * 1000
-    metrics.BATCH_SIZE.labels(stage).observe(len(events))
+    metrics.BATCH_SIZE.labels(stage).observe(len(messages))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
     latency = metrics.DECISION_LATENCY.labels(stage)
     for pos in outcome.decision_sources:
@@ -179,11 +175,11 @@ def stale_entries(
     ]
 
 
-def link_changes(outcome: BatchOutcome) -> Iterator[tuple[str, Any, int]]:
-    """Link entries go to the changelog partition of the filing that changed them, which is
-    the partition Faust restores together with that filing's topic partition."""
-    for waybill, (partition, entry) in outcome.link_updates.items():
-        yield waybill, entry, partition
+def partitioned(updates: dict[str, tuple[int, Any]]) -> Iterator[tuple[str, Any, int]]:
+    """Entries keyed by consignment (links, decision summaries) go to the changelog partition
+    of the filing that changed them: the one Faust restores with that filing's partition."""
+    for key, (partition, value) in updates.items():
+        yield key, value, partition
 
 
 def pattern_changes(updates: dict[str, Any], partitions: int) -> Iterator[tuple[str, Any, int]]:
@@ -320,19 +316,17 @@ def create_app(s: Settings | None = None) -> faust.App:
                     patterns.data if stage == PRE_ARRIVAL else None,
                 )
                 # Before the first await: the other stage's agent must see these links.
-                write_changelog(links, publisher, link_changes(outcome))
+                write_changelog(links, publisher, partitioned(outcome.link_updates))
                 write_changelog(
                     patterns,
                     publisher,
                     pattern_changes(outcome.pattern_updates, s.topics.partitions),
                 )
-                write_changelog(
-                    summaries, publisher, ((k, v, p) for k, (p, v) in outcome.summaries.items())
-                )
+                write_changelog(summaries, publisher, partitioned(outcome.summaries))
                 publisher.enqueue(outcome)
                 await loop.run_in_executor(None, publisher.confirm)
                 consumed.inc(len(events))
-                record_metrics(stage, events, outcome, started, messages)
+                record_metrics(stage, outcome, started, messages)
 
         assess.__name__ = f"assess_{stage.lower()}"
         return app.agent(topic, name=f"greenlane.assess.{stage.lower()}")(assess)

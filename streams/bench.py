@@ -72,8 +72,7 @@ def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
     encoders = {
         s.topics.name(r): WireEncoder(load_schema(schema_path(r)), registered[r]) for r in roles
     }
-    forward = s.topics.name("dead_letter") + ".bare-forward"
-    admin.admin_client(s)  # the topic is auto-created on first produce
+    forward = s.topics.name("dead_letter") + ".bare-forward"  # auto-created on first produce
     consumer = _consumer(s, f"bench-bare-{uuid.uuid4().hex}")
     consumer.subscribe([s.topics.name(r) for r in roles])
     producer = Producer(

@@ -209,7 +209,7 @@ class Assessor:
                     a + ([m.reason] if m and m.reason else [])
                     for a, m in zip(extra, models, strict=True)
                 ]
-        if stage == PRE_ARRIVAL and patterns is not None:
+        if stage == PRE_ARRIVAL and patterns is not None:  # stateful: only with a state
             found = detect_batch(
                 records,
                 [f.total_value for f in facts],
@@ -299,12 +299,13 @@ class Assessor:
                 entry = links.get(waybill) or {}
             return entry
 
+        other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
         facts = []
         entries = []
         for _pos, record, report in usable:
             entry = link_of(record["house_waybill"])
             entries.append(entry)
-            other = entry.get("pre_loading" if stage == PRE_ARRIVAL else "pre_arrival")
+            other = entry.get(other_key)
             facts.append(
                 filing_facts(
                     record,
@@ -319,7 +320,6 @@ class Assessor:
         scores, revenues, models = self._score(
             stage, facts, [r for _, r, _ in usable], patterns, now_ms, out
         )
-        other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
         decisions = [
             self._decision(
                 stage,

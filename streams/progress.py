@@ -11,6 +11,8 @@ from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams import metrics
+
 
 def scrape(url: str, timeout: float = 2.0) -> dict[str, dict[tuple, float]]:
     """Sample name -> {sorted label items: value}; empty when the endpoint is not up yet."""
@@ -47,11 +49,11 @@ def histogram_quantile(samples: dict[str, dict[tuple, float]], name: str, q: flo
 
 
 def _bound(seconds: float | None) -> str:
-    """A histogram bucket bound as text ('> 120 s' for the overflow bucket)."""
+    """A histogram bucket bound as text; the overflow bucket as '> the largest bound'."""
     if seconds is None:
         return "-"
     if seconds == float("inf"):
-        return "> 120 s (backlog)"
+        return f"> {max(metrics.DECISION_LATENCY._upper_bounds[:-1]):g} s (backlog)"
     return f"≤ {seconds:g} s"
 
 

@@ -90,7 +90,8 @@ def test_a_newly_promoted_model_is_picked_up_without_restart(registry, history, 
     reg_model = train(history.head(12_000), spec)
     registry.save(reg_model, {"note": "second"})
     newest = registry.versions()[-1]
-    assert not scorer.refresh() or scorer.version == first  # not promoted yet: unchanged
+    time.sleep(0.01)
+    assert not scorer.refresh() and scorer.version == first  # saved, not promoted: unchanged
     registry.promote(newest)
     time.sleep(0.01)
     assert scorer.refresh() and scorer.version == newest != first
