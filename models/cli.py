@@ -10,9 +10,8 @@ import json
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
-from models.config import load_model_settings
+from greenlane.models.config import load_model_settings
 
 
 def _say(message: str) -> None:
@@ -23,7 +22,7 @@ def _registry_errors(func):
     """A missing model or version is a one-line message, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from models.registry import RegistryError
+        from greenlane.models.registry import RegistryError
 
         try:
             return func(args)
@@ -34,24 +33,12 @@ def _registry_errors(func):
     return run
 
 
-def save_trained(
-    registry: Any, model: Any, data: Any, mapping: Any, promote: bool
-) -> tuple[str, bool]:
-    """Save a trained model with where it came from; promote it if asked or if it is the first."""
-    metadata = {**model.info, "data": str(data), "mapping": str(mapping) if mapping else None}
-    version = registry.save(model, metadata)
-    promoted = promote or registry.current() is None
-    if promoted:
-        registry.promote(version)
-    return version, promoted
-
-
 def train_main(args: argparse.Namespace) -> int:
-    from models.evaluate import format_metrics
-    from models.features import default_spec
-    from models.mapping import load_history, load_mapping
-    from models.registry import Registry
-    from models.train import train
+    from greenlane.models.evaluate import format_metrics
+    from greenlane.models.features import default_spec
+    from greenlane.models.mapping import load_history, load_mapping
+    from greenlane.models.registry import Registry, save_trained
+    from greenlane.models.train import train
 
     settings = load_model_settings()
     mapping = load_mapping(args.mapping) if args.mapping else None
@@ -75,10 +62,15 @@ def train_main(args: argparse.Namespace) -> int:
 def evaluate_main(args: argparse.Namespace) -> int:
     import polars as pl
 
-    from models.evaluate import budget_metrics, format_metrics, plot_budget_curve, write_report
-    from models.mapping import load_history, load_mapping
-    from models.registry import Registry
-    from models.schema import DATE, LABEL, REVENUE
+    from greenlane.models.evaluate import (
+        budget_metrics,
+        format_metrics,
+        plot_budget_curve,
+        write_report,
+    )
+    from greenlane.models.mapping import load_history, load_mapping
+    from greenlane.models.registry import Registry
+    from greenlane.models.schema import DATE, LABEL, REVENUE
 
     settings = load_model_settings()
     registry = Registry(args.registry)
@@ -112,7 +104,7 @@ def evaluate_main(args: argparse.Namespace) -> int:
 
 
 def models_list_main(args: argparse.Namespace) -> int:
-    from models.registry import Registry
+    from greenlane.models.registry import Registry
 
     registry = Registry(args.registry)
     if args.action == "promote":
@@ -139,19 +131,10 @@ def models_list_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def history_main(args: argparse.Namespace) -> int:
-    from models.history import generate_history, write_history
-
-    frame = generate_history(args.rows, seed=args.seed)
-    path = write_history(frame, args.out)
-    _say(f"wrote {frame.height:,} declarations ({frame['fraud'].mean():.2%} fraudulent) to {path}")
-    return 0
-
-
 def retrain_main(args: argparse.Namespace) -> int:
-    from models.feedback import LabelledHistory
-    from models.registry import Registry
-    from models.retrain import format_result, retrain
+    from greenlane.models.feedback import LabelledHistory
+    from greenlane.models.registry import Registry
+    from greenlane.models.retrain import format_result, retrain
 
     history = LabelledHistory(args.history)
     frame = history.read()
@@ -174,7 +157,7 @@ def retrain_main(args: argparse.Namespace) -> int:
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register train, evaluate, models, history and retrain on greenlane's sub-command parser."""
-    from models.retrain import BUDGET, LATEST_DAYS
+    from greenlane.models.retrain import BUDGET, LATEST_DAYS
 
     registry_help = "model registry folder (default: GREENLANE_MODEL_REGISTRY or models.yaml)"
 
@@ -224,17 +207,6 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="list as JSON metadata")
     p.add_argument("--registry", type=Path, metavar="DIR", help=registry_help)
     p.set_defaults(func=_registry_errors(_models_checked))
-
-    p = sub.add_parser(
-        "history",
-        help="generate a synthetic labelled history of declarations",
-        description="Writes a seeded synthetic history (canonical columns, CSV or Parquet by "
-        "suffix) consistent with the carrier simulator's catalogue.",
-    )
-    p.add_argument("--rows", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--out", type=Path, required=True, metavar="FILE")
-    p.set_defaults(func=history_main)
 
     p = sub.add_parser(
         "retrain",

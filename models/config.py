@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams.config import ConfigError, build_section, read_yaml
+from greenlane.streams.settings import ConfigError, build_section, read_yaml
 
 SETTINGS_DIR = Path(__file__).parent / "settings"
 MODELS_FILE = SETTINGS_DIR / "models.yaml"

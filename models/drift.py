@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.config import SETTINGS_DIR
-from streams.config import ConfigError, build_section, read_yaml
+from greenlane.models.config import SETTINGS_DIR
+from greenlane.streams.settings import ConfigError, build_section, read_yaml
 
 DRIFT_FILE = SETTINGS_DIR / "drift.yaml"
 NUMERIC, CATEGORICAL = "numeric", "categorical"

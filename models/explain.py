@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from models.config import SETTINGS_DIR
-from models.features import _slug
-from streams.config import ConfigError, read_yaml
+from greenlane.models.config import SETTINGS_DIR
+from greenlane.models.features import _slug
+from greenlane.streams.settings import ConfigError, read_yaml
 
-if TYPE_CHECKING:  # models.train uses this module: no import at run time
-    from models.train import RiskModel
+if TYPE_CHECKING:  # greenlane.models.train uses this module: no import at run time
+    from greenlane.models.train import RiskModel
 
 EXPLAIN_FILE = SETTINGS_DIR / "explain.yaml"
 BASELINE_KEY = "baseline"  # where a model's info keeps its typical feature values

@@ -1,6 +1,6 @@
 """The one feature function of the risk model, shared by training and the stream.
 
-``build_features`` turns canonical declaration rows (``models.schema``) into model features.
+``build_features`` turns canonical declaration rows (``models/schema.py``) into model features.
 Entity history (smoothed past fraud rate and count of the seller, importer, declarant, carrier,
 HS6, origin, route, ...) comes from one of two places with the same arithmetic:
 
@@ -22,8 +22,8 @@ from functools import cache
 
 import polars as pl
 
-from models.config import FeatureSettings, load_model_settings
-from models.schema import DATE, LABEL
+from greenlane.models.config import FeatureSettings, load_model_settings
+from greenlane.models.schema import DATE, LABEL
 
 ALL = "all"  # the role whose single entity is every declaration: the overall rate
 _FIXED = 1_000_000  # log value per kg in micro units
@@ -101,7 +101,7 @@ def default_spec(
     extra_numeric: tuple[str, ...] = (),
 ) -> FeatureSpec:
     """The spec of models.yaml, with the vague terms of streams' quality.toml."""
-    from streams.quality import load_quality_rules
+    from greenlane.streams.stages.quality import load_quality_rules
 
     settings = settings or load_model_settings().features
     return FeatureSpec(

@@ -7,8 +7,8 @@ on every labelled row so evaluation can tell the unbiased random sample apart (`
 
 Pure and batch-level: ``join_outcomes`` takes a batch of decoded outcomes and the decision
 summaries the worker kept (``summary_from_decision``); ``LabelledHistory`` stores the result as
-Parquet part files. Declarations are mapped onto the canonical columns (``models.schema``) by
-the stream's ``models.stream.canonical_rows``, the one mapping for scoring and labelling alike.
+Parquet part files. Declarations are mapped onto the canonical columns (``schema.py``) by
+the stream's ``stream.canonical_rows``, the one mapping for scoring and labelling alike.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from models.schema import CANONICAL, DATE, LABEL, REQUIRED, REVENUE, conform
+from greenlane.models.schema import CANONICAL, DATE, LABEL, REQUIRED, REVENUE, conform
 
 HISTORY_ENV = "GREENLANE_HISTORY"
 DEFAULT_HISTORY = "~/.cache/greenlane/history"
@@ -32,7 +32,7 @@ PRE_ARRIVAL = "PRE_ARRIVAL"
 # Inspection result -> label. A seizure or a duty/tax adjustment is a finding (fraud = 1), no
 # findings is 0. REFERRED is left unlabelled (None): the partner agency's finding is not known
 # to customs, and guessing either way would teach the model something nobody observed. Such
-# rows are kept in the history (not dropped) and ``models.train`` skips unlabelled rows.
+# rows are kept in the history (not dropped) and ``greenlane.models.train`` skips unlabelled rows.
 LABELS: dict[str, int | None] = {
     "NO_FINDINGS": 0,
     "SEIZED": 1,
@@ -97,12 +97,12 @@ def summaries_from_decisions(
     """What the worker keeps per decision (keyed by decision_id) until its outcome arrives.
 
     ``records[i]`` is the decoded filing ``decisions[i]`` assessed. Pre-arrival declarations are
-    mapped with the stream's own ``models.stream.canonical_rows`` (one call for the batch), so a
+    mapped with the stream's own ``stream.canonical_rows`` (one call for the batch), so a
     labelled row holds exactly what the model scored. JSON-safe (the date an ISO string,
     filing_time epoch ms) for any table serialiser; a pre-loading decision keeps only its
     decision fields (the join reports it).
     """
-    from models.stream import canonical_rows
+    from greenlane.models.stream import canonical_rows
 
     arrival = [i for i, d in enumerate(decisions) if d.get("stage") == PRE_ARRIVAL]
     rows = canonical_rows([records[i] for i in arrival], reference_rates) if arrival else None
@@ -161,7 +161,7 @@ def join_outcomes(
     silently. ``reference_rates`` default to quality.toml's.
     """
     if reference_rates is None:
-        from streams.quality import load_quality_rules
+        from greenlane.streams.stages.quality import load_quality_rules
 
         reference_rates = load_quality_rules().reference_rates
     rows: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
 """Mapping a customs administration's own history table onto greenlane's canonical columns.
 
 Each administration names its columns differently; a small YAML file says which of its columns
-plays which canonical role (``models.schema``), which is the date, the label and the revenue
+plays which canonical role (``schema.py``), which is the date, the label and the revenue
 recovered, and which other columns to use as generic categorical or numeric features::
 
     date: {column: decl_date, format: "%d/%m/%Y"}   # or just: date: decl_date
@@ -19,8 +19,8 @@ from typing import Any
 
 import polars as pl
 
-from models.schema import CANONICAL, DATE, LABEL, OUTCOMES, REQUIRED, REVENUE, conform
-from streams.config import ConfigError, read_yaml
+from greenlane.models.schema import CANONICAL, DATE, LABEL, OUTCOMES, REQUIRED, REVENUE, conform
+from greenlane.streams.settings import ConfigError, read_yaml
 
 _TOP_KEYS = {"date", "label", "revenue", "columns", "extra"}
 

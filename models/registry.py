@@ -18,7 +18,7 @@ from typing import Any
 
 import joblib
 
-from models.config import load_model_settings
+from greenlane.models.config import load_model_settings
 
 ARTIFACT = "model.joblib"
 METADATA = "metadata.json"
@@ -102,3 +102,15 @@ class Registry:
         if not path.is_file():
             raise RegistryError(f"{self.root}: no model version {version!r}")
         return joblib.load(path)
+
+
+def save_trained(
+    registry: Any, model: Any, data: Any, mapping: Any, promote: bool
+) -> tuple[str, bool]:
+    """Save a trained model with where it came from; promote it if asked or if it is the first."""
+    metadata = {**model.info, "data": str(data), "mapping": str(mapping) if mapping else None}
+    version = registry.save(model, metadata)
+    promoted = promote or registry.current() is None
+    if promoted:
+        registry.promote(version)
+    return version, promoted

@@ -1,7 +1,7 @@
 """Retraining on the feedback history: a candidate replaces the current model only if it is better.
 
 The latest ``latest_days`` of labelled history are held out; the candidate learns from what came
-before (``models.train``, its own time-ordered split inside that) and both models are judged on
+before (``train.py``, its own time-ordered split inside that) and both models are judged on
 the held-out period the way customs judges them: precision at the inspection budget (5%), ties
 broken by the share of recovered revenue. The candidate is always stored in the registry, for the
 record, and promoted only when it wins; a tie keeps the current model.
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.config import TrainingSettings, load_model_settings
-from models.evaluate import at_budget, budget_metrics
-from models.features import FeatureSpec, default_spec, history_table
-from models.registry import Registry
-from models.schema import DATE, LABEL, REVENUE
-from models.train import train
+from greenlane.models.config import TrainingSettings, load_model_settings
+from greenlane.models.evaluate import at_budget, budget_metrics
+from greenlane.models.features import FeatureSpec, default_spec, history_table
+from greenlane.models.registry import Registry
+from greenlane.models.schema import DATE, LABEL, REVENUE
+from greenlane.models.train import train
 
 BUDGET = 5.0  # percent of declarations inspected (the issue's yardstick)
 LATEST_DAYS = 30  # held-out period the candidate and the current model are judged on
@@ -91,7 +91,7 @@ def retrain(
     """Train a candidate on ``history`` (``LabelledHistory.read()``), promote it if it wins.
 
     Raises ValueError when the history cannot judge a candidate (no findings in the latest
-    period, or too little before it for ``models.train``).
+    period, or too little before it for ``greenlane.models.train``).
     """
     if latest_days < 1:
         raise ValueError("latest_days must be >= 1")

@@ -1,7 +1,7 @@
 """The risk model in the stream: canonical rows from decoded filings, one vectorised score per
 micro-batch, and the model in force swapped when the registry promotes another.
 
-Features come from ``models.features.build_features`` exactly as in training; only the entity
+Features come from ``features.build_features`` exactly as in training; only the entity
 history differs in origin: a snapshot (the model's own, from its training data) instead of the
 training frame.
 """
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from models.config import SETTINGS_DIR
-from models.drift import DriftMonitor, DriftReference, load_drift_settings
-from models.explain import format_evidence, load_feature_labels, top_contributions
-from models.features import build_features, index_history
-from models.registry import Registry, RegistryError
-from models.schema import conform
-from streams.config import ConfigError, build_section, read_yaml
+from greenlane.models.config import SETTINGS_DIR
+from greenlane.models.drift import DriftMonitor, DriftReference, load_drift_settings
+from greenlane.models.explain import format_evidence, load_feature_labels, top_contributions
+from greenlane.models.features import build_features, index_history
+from greenlane.models.registry import Registry, RegistryError
+from greenlane.models.schema import conform
+from greenlane.streams.settings import ConfigError, build_section, read_yaml
 
 log = logging.getLogger("greenlane.model")
 MODEL_REASON = "M_RISK_MODEL"
@@ -198,63 +198,3 @@ class StreamScorer:
         return rows, top_contributions(
             self.model, features, probabilities, rows, self.settings.top_features
         )
-
-
-def ensure_model(home: Path, rows: int = 100_000, seed: int = 7) -> str:
-    """The registry's current model; on a first start, one trained on a synthetic history.
-
-    What `make run` calls so the stream has a model from its first filing, with a progress bar
-    (training 100,000 declarations takes about ten seconds here).
-    """
-    from models.cli import save_trained
-    from models.features import default_spec
-    from models.history import generate_history, write_history
-    from models.train import train
-
-    registry = Registry()
-    current = registry.current()
-    if current is not None:
-        return current
-    bar = _StageBar(["synthetic history", "features", "trees", "calibration", "evaluation"])
-    bar.step(f"no risk model yet: generating {rows:,} historical declarations")
-    path = write_history(
-        generate_history(rows, seed=seed),
-        home / "training" / f"synthetic-{rows}-seed{seed}.parquet",
-    )
-    model = train(pl.read_parquet(path), default_spec(), progress=bar.step)
-    version, _ = save_trained(registry, model, path, None, promote=True)
-    metrics = model.info["metrics"]
-    bar.done(
-        f"model {version}: precision@5% {metrics['precision@5%']:.3f}, "
-        f"ROC AUC {metrics['roc_auc']:.3f}"
-    )
-    return version
-
-
-class _StageBar:
-    """A one-line progress bar over the named stages of a long task."""
-
-    WIDTH = 24
-
-    def __init__(self, stages: list[str]) -> None:
-        self.stages = stages
-        self.done_steps = 0
-        self.started = time.monotonic()
-
-    def step(self, message: str) -> None:
-        self.done_steps = min(self.done_steps + 1, len(self.stages))
-        self._draw(message)
-
-    def _draw(self, message: str) -> None:
-        filled = self.WIDTH * self.done_steps // len(self.stages)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        print(
-            f"\r[{bar}] {time.monotonic() - self.started:5.1f} s  {message[:70]:<70}",
-            end="",
-            flush=True,
-        )
-
-    def done(self, message: str) -> None:
-        self.done_steps = len(self.stages)
-        self._draw(message)
-        print(flush=True)

@@ -21,12 +21,12 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 
-from models.config import TrainingSettings, load_model_settings
-from models.drift import DriftReference, load_drift_settings
-from models.evaluate import budget_metrics
-from models.explain import feature_baseline
-from models.features import FeatureSpec, build_features, history_table
-from models.schema import DATE, LABEL, REVENUE
+from greenlane.models.config import TrainingSettings, load_model_settings
+from greenlane.models.drift import DriftReference, load_drift_settings
+from greenlane.models.evaluate import budget_metrics
+from greenlane.models.explain import feature_baseline
+from greenlane.models.features import FeatureSpec, build_features, history_table
+from greenlane.models.schema import DATE, LABEL, REVENUE
 
 
 @dataclass

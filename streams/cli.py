@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams.config import ConfigError, settings
+from greenlane.streams.settings import ConfigError, settings
 
 DESCRIPTION = """\
 greenlane: streaming risk assessment of cross-border e-commerce filings.
@@ -28,7 +28,7 @@ SCHEMA_REGISTRY_URL when set (then nothing is started locally).
 
 
 def _cmd_infra(args: argparse.Namespace) -> int:
-    from streams import infra
+    from greenlane.streams.devtools import infra
 
     s = settings()
 
@@ -46,7 +46,7 @@ def _cmd_infra(args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(_args: argparse.Namespace) -> int:
-    from streams import admin
+    from greenlane.streams.runtime import admin
 
     admin.prepare(settings())
     return 0
@@ -56,8 +56,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import faust
     from threadpoolctl import threadpool_limits
 
-    from streams.app import create_app
-    from streams.pipeline import tune_gc
+    from greenlane.streams.core.pipeline import tune_gc
+    from greenlane.streams.runtime.app import create_app
 
     if args.uvloop:
         import asyncio
@@ -78,9 +78,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_history(args: argparse.Namespace) -> int:
+    from greenlane.streams.devtools.history import generate_history, write_history
+
+    frame = generate_history(args.rows, seed=args.seed)
+    path = write_history(frame, args.out)
+    print(f"wrote {frame.height:,} declarations ({frame['fraud'].mean():.2%} fraudulent) to {path}")
+    return 0
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from streams import admin
-    from streams.simulator import CarrierSimulator, generate
+    from greenlane.streams.devtools.simulator import CarrierSimulator, generate
+    from greenlane.streams.runtime import admin
 
     s = settings()
     admin.prepare(s, progress=lambda m: None)
@@ -103,10 +112,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from models.stream import ensure_model
-    from streams import admin
-    from streams.progress import LiveProgress
-    from streams.simulator import CarrierSimulator, generate
+    from greenlane.streams.devtools.first_model import ensure_model
+    from greenlane.streams.devtools.progress import LiveProgress
+    from greenlane.streams.devtools.simulator import CarrierSimulator, generate
+    from greenlane.streams.runtime import admin
 
     s = settings()
     admin.prepare(s)
@@ -117,7 +126,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"starting the worker (log: {worker_log})")
     with worker_log.open("ab") as log_fh:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"], stdout=log_fh, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "greenlane.streams.cli", "worker"],
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
         )
     stop = threading.Event()
     sim = CarrierSimulator(s)
@@ -170,7 +181,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import main as bench_main
+    from greenlane.streams.devtools.bench import main as bench_main
 
     return bench_main(args)
 
@@ -335,9 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size of the Faust-ceiling agent (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_bench)
-    from models.cli import add_subcommands
+    p = sub.add_parser(
+        "history",
+        help="generate a synthetic labelled history of declarations",
+        description="Writes a seeded synthetic history (canonical columns, CSV or Parquet by "
+        "suffix) consistent with the carrier simulator's catalogue.",
+    )
+    p.add_argument("--rows", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.set_defaults(func=_cmd_history)
+    from greenlane.models.cli import add_subcommands
 
-    add_subcommands(sub)  # train, evaluate, models, history (the risk model, issue #4)
+    add_subcommands(sub)  # train, evaluate, models, retrain (the risk model, issue #4)
     return parser
 
 
@@ -354,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a clear one-line error for operators; details with --debug later
-        from streams import infra
+        from greenlane.streams.devtools import infra
 
         if isinstance(exc, infra.InfraError):
             print(f"greenlane: {exc}", file=sys.stderr)

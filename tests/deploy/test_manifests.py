@@ -17,8 +17,8 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from streams import metrics
-from streams.config import Settings, load_settings
+from greenlane.streams.runtime import metrics
+from greenlane.streams.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -21,10 +21,10 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streams import admin
-from streams.config import Settings, load_settings, schema_path
-from streams.progress import scrape
-from streams.serde import WireDecoder, load_schema
+from greenlane.streams.devtools.progress import scrape
+from greenlane.streams.runtime import admin
+from greenlane.streams.runtime.serde import WireDecoder, load_schema
+from greenlane.streams.settings import Settings, load_settings, schema_path
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ class Harness:
         """Start a worker process and wait until it serves metrics."""
         with self.log.open("ab") as fh:
             self.worker = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker", "--quiet"],
+                [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"],
                 env=self.env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,

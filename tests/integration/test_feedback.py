@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.feedback import LabelledHistory
+from greenlane.models.feedback import LabelledHistory
 from tests.factories import NOW_MS
 from tests.integration.test_worker import DECISIONS, arrival, waybills
 

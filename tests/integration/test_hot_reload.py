@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.progress import scrape
-from streams.targeting import DEFAULT_FOLDER
+from greenlane.streams.devtools.progress import scrape
+from greenlane.streams.stages.targeting import DEFAULT_FOLDER
 from tests.integration.conftest import Harness
 from tests.integration.test_worker import arrival, waybills
 

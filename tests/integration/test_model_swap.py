@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.features import default_spec
-from models.history import generate_history
-from models.registry import Registry
-from models.train import train
+from greenlane.models.features import default_spec
+from greenlane.models.registry import Registry
+from greenlane.models.train import train
+from greenlane.streams.devtools.history import generate_history
 from tests.integration.conftest import Harness
 from tests.integration.test_worker import DECISIONS, arrival, waybills
 

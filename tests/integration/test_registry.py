@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from streams import admin
-from streams.config import load_settings, schema_path
+from greenlane.streams.runtime import admin
+from greenlane.streams.settings import load_settings, schema_path
 
 pytestmark = pytest.mark.integration
 

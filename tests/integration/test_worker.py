@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from streams.lanes import is_random_pick, load_lane_settings
-from streams.progress import scrape, total
+from greenlane.streams.devtools.progress import scrape, total
+from greenlane.streams.stages.lanes import is_random_pick, load_lane_settings
 from tests.factories import item, party, pre_arrival, pre_loading
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.drift import DriftMonitor, DriftReference, load_drift_settings, psi
-from streams.config import ConfigError
+from greenlane.models.drift import DriftMonitor, DriftReference, load_drift_settings, psi
+from greenlane.streams.settings import ConfigError
 
 COLUMNS = ["value", "origin", "rate"]
 

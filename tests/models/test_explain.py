@@ -11,14 +11,14 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
 
-from models.explain import (
+from greenlane.models.explain import (
     feature_baseline,
     format_evidence,
     load_feature_labels,
     top_contributions,
 )
-from models.train import CategoryCodes, RiskModel
-from streams.config import ConfigError
+from greenlane.models.train import CategoryCodes, RiskModel
+from greenlane.streams.settings import ConfigError
 
 DECIDES = "seller_rate"  # the one feature the synthetic frauds depend on
 

@@ -5,8 +5,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from models.features import ALL, build_features, history_table, merge_history
-from models.schema import conform
+from greenlane.models.features import ALL, build_features, history_table, merge_history
+from greenlane.models.schema import conform
 
 
 def test_stream_history_gives_identical_features(history, spec):

@@ -9,9 +9,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from models.cli import add_subcommands
-from models.config import load_model_settings
-from models.feedback import (
+from greenlane.models.cli import add_subcommands
+from greenlane.models.config import load_model_settings
+from greenlane.models.feedback import (
     FEEDBACK_COLUMNS,
     INCOMPLETE_DECLARATION,
     NOT_PRE_ARRIVAL,
@@ -24,14 +24,14 @@ from models.feedback import (
     summaries_from_decisions,
     summary_from_decision,
 )
-from models.history import generate_history
-from models.registry import Registry
-from models.retrain import format_result, retrain
-from models.schema import CANONICAL
-from models.stream import canonical_rows
-from models.train import train
-from streams.quality import load_quality_rules
-from streams.simulator import generate
+from greenlane.models.registry import Registry
+from greenlane.models.retrain import format_result, retrain
+from greenlane.models.schema import CANONICAL
+from greenlane.models.stream import canonical_rows
+from greenlane.models.train import train
+from greenlane.streams.devtools.history import generate_history
+from greenlane.streams.devtools.simulator import generate
+from greenlane.streams.stages.quality import load_quality_rules
 
 RATES = dict(load_quality_rules().reference_rates)
 LATEST_DAYS = 60

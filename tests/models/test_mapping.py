@@ -3,8 +3,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from models.mapping import apply_mapping, load_history, load_mapping
-from streams.config import ConfigError
+from greenlane.models.mapping import apply_mapping, load_history, load_mapping
+from greenlane.streams.settings import ConfigError
 
 MAPPING = """
 date: {column: decl_date, format: "%d/%m/%Y"}

@@ -1,19 +1,16 @@
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 
-from models.cli import add_subcommands
-from models.history import generate_history, write_history
-from models.registry import Registry, RegistryError
+from greenlane.models.registry import Registry, RegistryError
+from greenlane.streams.cli import build_parser
+from greenlane.streams.devtools.history import generate_history, write_history
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="greenlane")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_registry_versions_list_and_promote(tmp_path):

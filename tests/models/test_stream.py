@@ -8,14 +8,19 @@ from dataclasses import replace
 
 import pytest
 
-from models.registry import Registry
-from models.stream import MODEL_REASON, StreamScorer, canonical_rows, load_scoring_settings
-from models.train import train
-from streams import quality
-from streams.config import schema_path
-from streams.pipeline import Assessor, InboundMessage
-from streams.serde import WireDecoder, WireEncoder, load_schema
-from streams.targeting import PRE_ARRIVAL, load_targeting_rules
+from greenlane.models.registry import Registry
+from greenlane.models.stream import (
+    MODEL_REASON,
+    StreamScorer,
+    canonical_rows,
+    load_scoring_settings,
+)
+from greenlane.models.train import train
+from greenlane.streams.core.pipeline import Assessor, InboundMessage
+from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
+from greenlane.streams.settings import schema_path
+from greenlane.streams.stages import quality
+from greenlane.streams.stages.targeting import PRE_ARRIVAL, load_targeting_rules
 from tests.factories import NOW_MS, item, pre_arrival
 
 SCHEMA = load_schema(schema_path("pre_arrival"))
@@ -117,7 +122,7 @@ def test_scores_are_explained_and_feed_the_drift_monitor(registry):
 
 
 def test_the_indexed_snapshot_gives_the_same_features_as_the_snapshot_frame(registry):
-    from models.features import build_features, index_history
+    from greenlane.models.features import build_features, index_history
 
     model = registry.load()
     rows = canonical_rows([pre_arrival(f"X{i}") for i in range(30)], RATES)

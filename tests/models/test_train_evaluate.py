@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from models.evaluate import at_budget, budget_metrics, plot_budget_curve, write_report
-from models.history import generate_history
-from models.train import RiskModel, time_split, train
+from greenlane.models.evaluate import at_budget, budget_metrics, plot_budget_curve, write_report
+from greenlane.models.train import RiskModel, time_split, train
+from greenlane.streams.devtools.history import generate_history
 
 # On generate_history(30_000, seed=3) the test period gives precision@5% = 0.509,
 # recall@5% = 0.775, revenue@5% = 0.882, ROC AUC = 0.905 (fraud rate ~3.3%).
@@ -60,7 +60,7 @@ def test_stream_scoring_with_snapshot_matches_offline(trained, spec):
     last = frame["date"].max()
     batch = frame.filter(frame["date"] == last)
     before = frame.filter(frame["date"] < last)
-    from models.features import history_table
+    from greenlane.models.features import history_table
 
     offline = model.score(frame)[(frame["date"] == last).to_numpy()]
     online = model.score(batch.drop("fraud"), history=history_table(before, spec))

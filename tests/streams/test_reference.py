@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams import reference
+from greenlane.streams import reference
 
 SHARED_HS = Path("/work/shared/data/hs2022/harmonized-system.csv")
 
@@ -103,8 +103,8 @@ def test_currencies_are_circulating_iso_4217_codes():
 
 
 def test_licence_and_source_note_ships_with_the_data():
-    note = files("streams.reference").joinpath("SOURCES.md").read_text(encoding="utf-8")
+    note = files("greenlane.streams.reference").joinpath("SOURCES.md").read_text(encoding="utf-8")
     assert "ODC-PDDL" in note
     for name in ("hs2022.csv", "countries.csv", "currencies.csv"):
         assert name in note
-        assert files("streams.reference").joinpath(name).is_file()
+        assert files("greenlane.streams.reference").joinpath(name).is_file()

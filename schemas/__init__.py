@@ -1,0 +1,1 @@
+"""greenlane's Avro schemas, shipped as package data (found with importlib.resources)."""

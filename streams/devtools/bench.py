@@ -1,0 +1,341 @@
+"""`greenlane bench`: pipeline throughput and latency against the physical limit, in one run.
+
+1. Preload a backlog of simulated filings on fresh bench topics.
+2. Bare loop: one confluent-kafka consumer + fastavro decode/re-encode + producer forwarding the
+   backlog, nothing else: what Python and Kafka allow on this machine.
+3. Pipeline: a real `greenlane worker` drains the same backlog; throughput is the carrier
+   responses produced (one per filing) over the span between the first and the last one.
+4. Latency: the worker stays up while filings arrive at a steady rate (default 1,000/s, never
+   above half the measured throughput);
+   latency is from handing a filing to the producer to receiving its carrier response.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from greenlane.streams.devtools.bench_core import core_costs
+from greenlane.streams.devtools.simulator import CarrierSimulator, generate
+from greenlane.streams.runtime import admin
+from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
+from greenlane.streams.settings import Settings, load_settings, schema_path
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    i = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[i]
+
+
+def _consumer(s: Settings, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
+
+
+def _end_offsets(s: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    c = _consumer(s, f"bench-probe-{uuid.uuid4().hex}")
+    try:
+        md = c.list_topics(timeout=10)
+        out = {}
+        for t in topics:
+            for p in md.topics[t].partitions:
+                out[(t, p)] = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+        return out
+    finally:
+        c.close()
+
+
+def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
+    """Decode, re-encode and forward every filing with nothing but confluent-kafka + fastavro."""
+    fetch = admin.schema_fetcher(admin.registry_client(s))
+    roles = ("pre_loading", "pre_arrival")
+    decoders = {s.topics.name(r): WireDecoder(load_schema(schema_path(r)), fetch) for r in roles}
+    encoders = {
+        s.topics.name(r): WireEncoder(load_schema(schema_path(r)), registered[r]) for r in roles
+    }
+    forward = s.topics.name("dead_letter") + ".bare-forward"  # auto-created on first produce
+    consumer = _consumer(s, f"bench-bare-{uuid.uuid4().hex}")
+    consumer.subscribe([s.topics.name(r) for r in roles])
+    producer = Producer(
+        {
+            "bootstrap.servers": s.bootstrap_servers,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    seen = 0
+    started = None
+    while seen < expected:
+        batch = consumer.consume(5000, timeout=1.0)
+        if not batch:
+            continue
+        if started is None:
+            started = time.perf_counter()
+        by_topic: dict[str, list] = {}
+        for m in batch:
+            by_topic.setdefault(m.topic(), []).append(m)
+        for topic, msgs in by_topic.items():
+            decoded = decoders[topic].decode_batch([m.value() for m in msgs])
+            encode = encoders[topic].encode
+            for m, rec in zip(msgs, decoded, strict=True):
+                value = encode(rec) if isinstance(rec, dict) else m.value()
+                while True:
+                    try:
+                        producer.produce(forward, value, m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            producer.poll(0)
+        seen += len(batch)
+    producer.flush(60)
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return {
+        "messages": seen,
+        "seconds": round(elapsed, 3),
+        "throughput_per_s": round(seen / elapsed, 1),
+    }
+
+
+def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> dict:
+    """Run devtools.faust_ceiling on the backlog (a fresh consumer group); its figures."""
+    topics = [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "greenlane.streams.devtools.faust_ceiling",
+            s.bootstrap_servers,
+            f"greenlane-bench-ceiling-{run_id}",
+            str(expected),
+            str(batch_max),
+            "0.1",
+            *topics,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"the Faust ceiling run printed no result: {out.stderr[-2000:]}")
+
+
+def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides: str) -> Path:
+    ours = (
+        f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'
+        f'data_dir = "{tempfile.mkdtemp(prefix="greenlane-bench-worker-")}"\n'
+    )
+    if "[worker]" in overrides:
+        text = overrides.replace("[worker]", "[worker]\n" + ours, 1)
+    else:
+        text = "[worker]\n" + ours + overrides
+    fd, name = tempfile.mkstemp(prefix="greenlane-bench-", suffix=".toml")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return Path(name)
+
+
+def _drain_responses(
+    s: Settings, expected: int, timeout: float, workers: list[subprocess.Popen]
+) -> tuple[int, float, float]:
+    """Count carrier responses until `expected`; return (count, first ts, last ts) in seconds."""
+    c = _consumer(s, f"bench-responses-{uuid.uuid4().hex}")
+    c.subscribe([s.topics.name("carrier_response")])
+    count, first, last = 0, None, 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while count < expected and time.monotonic() < deadline:
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {worker.returncode} during the bench")
+            for m in c.consume(10000, timeout=0.5):
+                if m.error():
+                    continue
+                ts = m.timestamp()[1] / 1000
+                first = ts if first is None else min(first, ts)
+                last = max(last, ts)
+                count += 1
+    finally:
+        c.close()
+    return count, first or 0.0, last
+
+
+def _latency_phase(
+    s: Settings, registered: dict[str, int], rate: float, seconds: float, seed: int
+) -> dict:
+    """Steady load: time from producing a filing to receiving its carrier response."""
+    encoders = {
+        r: WireEncoder(load_schema(schema_path(r)), registered[r])
+        for r in ("pre_loading", "pre_arrival")
+    }
+    filings = [
+        f
+        for f in generate(int(rate * seconds), seed=seed, risky_share=0.05, invalid_share=0.0)
+        if f.value is not None
+    ]
+    payloads = [
+        (s.topics.name(f.role), f.key, encoders[f.role].encode(f.value), f.value["message_id"])
+        for f in filings
+    ]
+    topic = s.topics.name("carrier_response")
+    consumer = _consumer(s, f"bench-latency-{uuid.uuid4().hex}")
+    consumer.assign(
+        [TopicPartition(topic, p, offset) for (_, p), offset in _end_offsets(s, [topic]).items()]
+    )
+    decoder = WireDecoder(
+        load_schema(schema_path("carrier_response")), admin.schema_fetcher(admin.registry_client(s))
+    )
+    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    started = time.perf_counter()
+    deadline = started + seconds + 30
+    i = 0
+    while (i < len(payloads) or sent_at) and time.perf_counter() < deadline:
+        due = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
+        while i < due:
+            topic_name, key, value, message_id = payloads[i]
+            producer.produce(topic_name, value, key)
+            sent_at[message_id] = time.perf_counter()
+            i += 1
+        producer.poll(0)
+        msgs = consumer.consume(1000, timeout=0.002)
+        now = time.perf_counter()
+        for r in decoder.decode_batch([m.value() for m in msgs if not m.error()]):
+            if isinstance(r, dict) and r["message_id"] in sent_at:
+                latencies.append(now - sent_at.pop(r["message_id"]))
+    producer.flush(10)
+    consumer.close()
+    latencies.sort()
+    return {
+        "rate_per_s": rate,
+        "filings": len(payloads),
+        "answered": len(latencies),
+        "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
+        "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
+        "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+    }
+
+
+def _delete_topics(s: Settings, app_id: str) -> None:
+    client = admin.admin_client(s)
+    names = [
+        t for t in client.list_topics(timeout=10).topics if t.startswith((s.topics.prefix, app_id))
+    ]
+    for future in client.delete_topics(names, operation_timeout=30).values():
+        try:
+            future.result()
+        except Exception as exc:  # leftover topics are harmless; say so and go on
+            print(f"could not delete a bench topic: {exc}", file=sys.stderr)
+
+
+def main(args: argparse.Namespace) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
+    s = load_settings(env=env)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"bench {run_id}: topics bench-{run_id}.*, {args.partitions} partitions")
+    admin.create_topics(s, partitions=args.partitions)
+    registered = admin.register_schemas(s).ids
+    log("batch core, stage by stage (in-process, 20,000 simulated filings)…")
+    core = core_costs()
+    log(f"  {core}")
+    log(f"preloading {args.count:,} filings…")
+    t0 = time.perf_counter()
+    report = CarrierSimulator(s).send(
+        generate(args.count, seed=args.seed, risky_share=0.05, invalid_share=0.01)
+    )
+    log(f"  preloaded in {time.perf_counter() - t0:.1f} s: {report}")
+    expected = sum(
+        _end_offsets(s, [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]).values()
+    )
+
+    log("bare loop (confluent-kafka + fastavro decode/encode/forward)…")
+    bare = bare_loop(s, registered, expected)
+    log(f"  {bare}")
+
+    log("Faust ceiling (an agent that only takes batches of raw events)…")
+    ceiling = faust_ceiling(s, expected, args.ceiling_batch_max, run_id)
+    log(f"  {ceiling}")
+
+    log("pipeline (greenlane worker) draining the backlog…")
+    app_id = f"greenlane-bench-{run_id}"
+    settings_file = _worker_settings_file(s, app_id, 0, args.worker_settings.replace("\\n", "\n"))
+    worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
+    worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
+    command = [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"] + (
+        ["--no-uvloop"] if args.no_uvloop else []
+    )
+    with worker_log.open("wb") as fh:  # N workers in one consumer group: Kafka's scale-out
+        workers = [
+            subprocess.Popen(command, env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
+            for _ in range(args.workers)
+        ]
+    try:
+        count, first, last = _drain_responses(s, expected, timeout=1800, workers=workers)
+        span = max(last - first, 1e-3)
+        pipeline = {
+            "filings": count,
+            "seconds": round(span, 3),
+            "throughput_per_s": round(count / span, 1),
+        }
+        log(f"  {pipeline}")
+        # Well below capacity: on 2 cores the bench's own producer and consumer share the CPU.
+        rate = min(args.latency_rate, max(100.0, round(0.5 * pipeline["throughput_per_s"], -2)))
+        log(f"latency at a steady {rate:,.0f} filings/s for {args.latency_seconds:g} s…")
+        pipeline["latency"] = _latency_phase(
+            s, registered, rate, args.latency_seconds, args.seed + 1
+        )
+        log(f"  {pipeline['latency']}")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        settings_file.unlink(missing_ok=True)
+        if not args.keep_topics:
+            _delete_topics(s, app_id)
+    result = {
+        "backlog_filings": expected,
+        "partitions": args.partitions,
+        "uvloop": not args.no_uvloop,
+        "workers": args.workers,
+        "pipeline": pipeline,
+        "bare_loop": bare,
+        "faust_ceiling": ceiling,
+        # µs per filing of each stage of the batch core; lists, revenue, patterns and the
+        # targeting rules are the risk engine
+        "core_us_per_filing": core,
+        "ratio": round(pipeline["throughput_per_s"] / bare["throughput_per_s"], 3),
+        "ratio_to_faust_ceiling": round(
+            pipeline["throughput_per_s"] / ceiling["throughput_per_s"], 3
+        ),
+        "worker_log": str(worker_log),
+    }
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,123 @@
+"""Topics and schemas: what must exist on the broker and in the registry before traffic flows.
+
+Both steps are idempotent so `make run` can call them on every start.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from greenlane.streams.runtime.serde import SchemaFetcher
+from greenlane.streams.settings import TOPIC_SCHEMAS, Settings, schema_path
+from greenlane.streams.stages.targeting import load_agencies
+
+
+def subject_for(topic: str) -> str:
+    """Topic-name subject strategy: values of topic T are registered under 'T-value'."""
+    return f"{topic}-value"
+
+
+def registry_client(settings: Settings) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": settings.registry_url})
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+
+
+def referral_topics(settings: Settings) -> list[str]:
+    """One topic per partner agency of the configured targeting folder."""
+    agencies = load_agencies(settings.worker.targeting_path)
+    return [settings.topics.referral(agency) for agency in agencies]
+
+
+def create_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create every greenlane topic that does not exist yet; returns those created."""
+    admin = admin_client(settings)
+    existing = set(admin.list_topics(timeout=30).topics)
+    wanted = [
+        NewTopic(
+            name,
+            num_partitions=partitions or settings.topics.partitions,
+            replication_factor=settings.topics.replication_factor,
+        )
+        for name in [*settings.topics.all().values(), *referral_topics(settings)]
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    created = []
+    for name, future in admin.create_topics(wanted, operation_timeout=30).items():
+        try:
+            future.result()
+            created.append(name)
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    return created
+
+
+@dataclass(frozen=True)
+class RegisteredSchemas:
+    """Schema id per topic role, as the registry assigned them."""
+
+    ids: dict[str, int]
+
+
+def register_schemas(
+    settings: Settings, client: SchemaRegistryClient | None = None
+) -> RegisteredSchemas:
+    """Register each topic's value schema (topic-name strategy) with the configured compatibility.
+
+    A schema that breaks compatibility with what is registered is refused by the registry: the
+    error says which subject and why, and nothing is half-registered for that subject.
+    """
+    client = client or registry_client(settings)
+    ids: dict[str, int] = {}
+    subjects = [(role, settings.topics.name(role)) for role in TOPIC_SCHEMAS]
+    subjects += [("release", topic) for topic in referral_topics(settings)]  # decision copies
+    for role, topic in subjects:
+        subject = subject_for(topic)
+        text = json.dumps(json.loads(schema_path(role).read_text()))
+        try:
+            ids.setdefault(role, client.register_schema(subject, Schema(text, "AVRO")))
+        except SchemaRegistryError as exc:
+            raise RuntimeError(
+                f"schema registry refused {schema_path(role).name} for subject {subject}: "
+                f"{exc.error_message} (HTTP {exc.http_status_code})"
+            ) from exc
+        client.set_compatibility(subject, settings.compatibility)
+    return RegisteredSchemas(ids)
+
+
+def schema_fetcher(client: SchemaRegistryClient) -> SchemaFetcher:
+    """Looks a writer schema up by id; None when the registry does not know the id."""
+
+    def fetch(schema_id: int) -> str | None:
+        try:
+            return client.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return None
+            raise
+
+    return fetch
+
+
+def prepare(settings: Settings, progress: Callable[[str], None] = print) -> RegisteredSchemas:
+    """Create topics and register schemas: everything a worker or carrier needs to exist."""
+    created = create_topics(settings)
+    if created:
+        progress(f"created {len(created)} topics ({settings.topics.partitions} partitions each)")
+    registered = register_schemas(settings)
+    progress(
+        f"schemas registered ({settings.compatibility}): "
+        + ", ".join(f"{role}={sid}" for role, sid in registered.ids.items())
+    )
+    return registered

@@ -1,0 +1,224 @@
+"""All of greenlane's settings in one place: topic names, endpoints, batch bounds, local infra.
+
+Settings are data (``greenlane.toml`` and the other files in this folder), validated when
+loaded so that a typo fails at start with the file and key named, not deep inside a running worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+SETTINGS_DIR = Path(__file__).parent
+SCHEMAS_DIR = Path(str(files("greenlane.schemas")))
+
+
+class ConfigError(ValueError):
+    """A settings file is missing, malformed or holds a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    partitions: int
+    replication_factor: int
+    pre_loading: str
+    pre_arrival: str
+    release: str
+    hold: str
+    inspect: str
+    carrier_response: str
+    dead_letter: str
+    inspection_outcome: str
+    referral_prefix: str
+
+    def name(self, role: str) -> str:
+        """Full topic name (with prefix) of a role such as ``pre_arrival``."""
+        if role not in TOPIC_SCHEMAS:
+            raise KeyError(f"unknown topic role {role!r}; known: {sorted(TOPIC_SCHEMAS)}")
+        return self.prefix + getattr(self, role)
+
+    def referral(self, agency: str) -> str:
+        """The topic on which a partner agency receives its referrals."""
+        return self.prefix + self.referral_prefix + agency.replace("_", "-")
+
+    def all(self) -> dict[str, str]:
+        """Role -> full topic name, for every topic greenlane owns."""
+        return {role: self.name(role) for role in TOPIC_SCHEMAS}
+
+
+# Which Avro schema (file in schemas/) each topic's values carry.
+TOPIC_SCHEMAS: dict[str, str] = {
+    "pre_loading": "pre_loading_filing.avsc",
+    "pre_arrival": "pre_arrival_declaration.avsc",
+    "release": "risk_decision.avsc",
+    "hold": "risk_decision.avsc",
+    "inspect": "risk_decision.avsc",
+    "carrier_response": "carrier_response.avsc",
+    "dead_letter": "dead_letter.avsc",
+    "inspection_outcome": "inspection_outcome.avsc",
+}
+
+
+@dataclass(frozen=True)
+class Worker:
+    app_id: str
+    batch_max: int
+    batch_within_seconds: float
+    metrics_host: str
+    metrics_port: int
+    targeting_dir: str
+    profile_check_seconds: float
+    link_retention_days: float
+    summary_retention_days: float
+    data_dir: str
+    table_store: str
+
+    @property
+    def targeting_path(self) -> Path | None:
+        return Path(os.path.expanduser(self.targeting_dir)) if self.targeting_dir else None
+
+
+@dataclass(frozen=True)
+class Local:
+    home: str
+    kafka_version: str
+    kafka_port: int
+    kafka_controller_port: int
+    kafka_heap: str
+    registry_version: str
+    registry_port: int
+    registry_heap: str
+    start_timeout_seconds: int
+
+    @property
+    def home_path(self) -> Path:
+        return Path(os.path.expanduser(self.home))
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str
+    registry_url: str
+    compatibility: str
+    topics: Topics
+    worker: Worker
+    local: Local
+    # True when KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL name external services.
+    external_kafka: bool
+    external_registry: bool
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file, naming the file in the error."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: settings file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def read_yaml(path: Path, what: str = "settings") -> Any:
+    """Parse a YAML file, naming the file (and what it holds) in the error."""
+    import yaml  # only the YAML-configured stages need it
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: {what} not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def build_section(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a dataclass from a TOML table, checking names and types of every key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    missing = set(known) - set(data)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {sorted(missing)}")
+    values = {}
+    for name, f in known.items():
+        value = data[name]
+        expected = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(str(f.type))
+        if expected is not None and (
+            not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+        ):
+            raise ConfigError(f"{where}.{name}: expected {f.type}, got {value!r}")
+        values[name] = float(value) if f.type == "float" else value
+    return cls(**values)
+
+
+def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults, then the GREENLANE_SETTINGS file (or ``extra``), then environment endpoints."""
+    env = dict(os.environ) if env is None else env
+    source = SETTINGS_DIR / "greenlane.toml"
+    data = read_toml(source)
+    override_path = extra or (
+        Path(env["GREENLANE_SETTINGS"]) if env.get("GREENLANE_SETTINGS") else None
+    )
+    if override_path is not None:
+        data = _merge(data, read_toml(override_path))
+        source = override_path
+    where = str(source)
+    try:
+        topics_data = dict(data["topics"])
+        if "GREENLANE_TOPIC_PREFIX" in env:
+            topics_data["prefix"] = env["GREENLANE_TOPIC_PREFIX"]
+        topics = build_section(Topics, topics_data, f"{where}: [topics]")
+        worker_data = dict(data["worker"])
+        if "GREENLANE_METRICS_HOST" in env:  # containers serve metrics on 0.0.0.0
+            worker_data["metrics_host"] = env["GREENLANE_METRICS_HOST"]
+        worker = build_section(Worker, worker_data, f"{where}: [worker]")
+        local = build_section(Local, data["local"], f"{where}: [local]")
+        bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or data["kafka"]["bootstrap_servers"]
+        registry = env.get("SCHEMA_REGISTRY_URL") or data["registry"]["url"]
+        compatibility = data["registry"]["compatibility"]
+    except KeyError as exc:
+        raise ConfigError(f"{where}: missing section or key {exc}") from exc
+    if topics.partitions < 1 or topics.replication_factor < 1:
+        raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
+    if worker.batch_max < 1 or worker.batch_within_seconds <= 0:
+        raise ConfigError(f"{where}: [worker] batch_max must be >= 1 and batch_within_seconds > 0")
+    return Settings(
+        bootstrap_servers=bootstrap,
+        registry_url=registry.rstrip("/"),
+        compatibility=compatibility,
+        topics=topics,
+        worker=worker,
+        local=local,
+        external_kafka=bool(env.get("KAFKA_BOOTSTRAP_SERVERS")),
+        external_registry=bool(env.get("SCHEMA_REGISTRY_URL")),
+    )
+
+
+@cache
+def settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()
+
+
+def schema_path(role: str) -> Path:
+    """The .avsc file of a topic role."""
+    return SCHEMAS_DIR / TOPIC_SCHEMAS[role]

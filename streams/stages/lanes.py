@@ -1,0 +1,453 @@
+"""Lanes and quotas: random selection and an inspection-rate ceiling per destination.
+
+Runs after ``routing.route_for`` has turned the score into a route, on pre-arrival decisions only
+(pre-loading screening happens at origin and does not use the destination's inspection capacity).
+It changes a route in two ways, both set out in ``settings/lanes.yaml``:
+
+1. Exploration (after ASYCUDA's minimum random selection rate). Rules only learn from what gets
+   inspected, so a share of consignments is picked at random, whatever their score. The pick is a
+   keyed hash of the house waybill (``salt`` is the key) compared with ``min_random_rate``: a pure
+   function of (salt, house waybill), so every worker, every replay and every batch split agrees.
+   The key must stay secret: whoever knows it can choose waybill numbers that are never picked.
+2. Capacity (after ASYCUDA's expected lane rate). A destination can physically inspect only so
+   much; when rule-based INSPECTs would push its inspect share over ``inspect_ceiling``, the
+   lowest-scoring ones become documentary checks (HOLD) and say why.
+
+Capacity algorithm: per destination, moving counts of consignments and inspections over a rolling
+window (``window_buckets`` time buckets of ``window_seconds / window_buckets`` each, on the
+caller's clock ``now_ms``). For a batch, the allowance is
+``floor(ceiling * max(window total + new consignments, warm_up_consignments))`` minus the
+inspections already in the window minus this batch's mandatory ones (random picks and forced
+INSPECTs, which are never downgraded). The batch's rule-based INSPECTs are kept highest score
+first up to the allowance; the rest are downgraded. Once warm, kept rule-based inspections never
+take the window's share over the ceiling. Two things can: mandatory inspections (a random pick is
+never refused, so after a warm-up burst has used the capacity, picks still add to it), and a
+bucket with a share below the ceiling leaving the window, which lifts the share of the rest by
+at most one bucket's worth (about ceiling / (window_buckets - 1)); the next batches get no
+allowance until the share is back under. Within a batch the lowest scores give way; across
+batches capacity goes first come, first served: a batch is the unit of comparison, which keeps
+the state to two counters per bucket and the cost O(1) per consignment.
+
+The quota is stateful, so it is not replay-safe: after a crash, a re-processed batch meets other
+counts and may downgrade differently (random picks do not change). The state lives in one
+allocator per worker: each worker holds its partitions' share of the traffic to a destination, so
+with N workers the ceiling holds for each worker's traffic and therefore for the total.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from greenlane.streams.reference import countries
+from greenlane.streams.settings import SETTINGS_DIR, ConfigError, read_yaml
+from greenlane.streams.stages.routing import HOLD, INSPECT, RELEASE
+from greenlane.streams.stages.targeting import PRE_ARRIVAL
+
+L_RANDOM_SELECTION = "L_RANDOM_SELECTION"
+L_CAPACITY_DOWNGRADE = "L_CAPACITY_DOWNGRADE"
+REASON_CODES = (L_RANDOM_SELECTION, L_CAPACITY_DOWNGRADE)
+ROUTE_RANK = {RELEASE: 0, HOLD: 1, INSPECT: 2}
+DOWNGRADE_ROUTE = HOLD  # the documentary check a capacity downgrade falls back to
+_HASH_SPACE = 1 << 64
+
+
+@dataclass(frozen=True)
+class DestinationLanes:
+    """The lane settings of one destination (or the default)."""
+
+    inspect_ceiling: float
+    min_random_rate: float
+    random_route: str
+    window_seconds: float
+    window_buckets: int
+    warm_up_consignments: int
+    salt: str
+
+    @property
+    def bucket_ms(self) -> int:
+        return max(1, int(self.window_seconds * 1000 / self.window_buckets))
+
+
+@dataclass(frozen=True)
+class ReasonText:
+    description: str
+    carrier_visible: bool
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    version: str
+    default: DestinationLanes
+    destinations: Mapping[str, DestinationLanes]
+    reasons: Mapping[str, ReasonText]
+    source: str
+
+    def for_destination(self, country: str) -> DestinationLanes:
+        """The destination's own settings, or the default."""
+        return self.destinations.get(country, self.default)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneChange:
+    """A route changed (or flagged) by lanes, with the reason to add to the decision."""
+
+    route: str
+    random_pick: bool
+    reason: dict
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _share(low_open: bool) -> Callable[[Any, str], float]:
+    def check(value: Any, where: str) -> float:
+        ok = not isinstance(value, bool) and isinstance(value, int | float)
+        ok = ok and (0 < value <= 1 if low_open else 0 <= value <= 1)
+        if not ok:
+            span = "(0, 1]" if low_open else "[0, 1]"
+            raise ConfigError(f"{where}: expected a share in {span}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _whole(minimum: int) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(f"{where}: expected a whole number >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _positive(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _random_route(value: Any, where: str) -> str:
+    if value not in (HOLD, INSPECT):
+        raise ConfigError(f"{where}: expected {HOLD} or {INSPECT}, got {value!r}")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+FIELD_CHECKS = {
+    "inspect_ceiling": _share(low_open=True),
+    "min_random_rate": _share(low_open=False),
+    "random_route": _random_route,
+    "window_seconds": _positive,
+    "window_buckets": _whole(1),
+    "warm_up_consignments": _whole(0),
+    "salt": _text,
+}
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    return value
+
+
+def _entry(spec: Any, where: str, base: DestinationLanes | None) -> DestinationLanes:
+    """One destination's settings; ``base`` is None for the default, which must be complete."""
+    spec = _mapping(spec, where)
+    unknown = set(spec) - set(FIELD_CHECKS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {list(FIELD_CHECKS)}")
+    if base is None:
+        missing = [k for k in FIELD_CHECKS if k not in spec]
+        if missing:
+            raise ConfigError(f"{where}: missing key(s) {missing}")
+    values = {k: FIELD_CHECKS[k](v, f"{where}.{k}") for k, v in spec.items()}
+    lanes = DestinationLanes(**values) if base is None else replace(base, **values)
+    if lanes.random_route == INSPECT and lanes.min_random_rate > lanes.inspect_ceiling:
+        raise ConfigError(
+            f"{where}.min_random_rate: random picks go to {INSPECT}, so "
+            f"{lanes.min_random_rate:g} must not exceed inspect_ceiling {lanes.inspect_ceiling:g}"
+        )
+    return lanes
+
+
+def _reasons(spec: Any, where: str) -> dict[str, ReasonText]:
+    spec = _mapping(spec, where)
+    if set(spec) != set(REASON_CODES):
+        raise ConfigError(f"{where}: expected exactly {list(REASON_CODES)}, got {sorted(spec)}")
+    out = {}
+    for code in REASON_CODES:
+        entry = _mapping(spec[code], f"{where}.{code}")
+        if set(entry) != {"description", "carrier_visible"}:
+            raise ConfigError(f"{where}.{code}: expected 'description' and 'carrier_visible'")
+        visible = entry["carrier_visible"]
+        if not isinstance(visible, bool):
+            raise ConfigError(f"{where}.{code}.carrier_visible: expected true or false")
+        out[code] = ReasonText(_text(entry["description"], f"{where}.{code}.description"), visible)
+    return out
+
+
+def load_lane_settings(path: Path | None = None) -> LaneSettings:
+    """Load and validate lanes.yaml; errors name the file, the entry and the field."""
+    path = path or SETTINGS_DIR / "lanes.yaml"
+    data = read_yaml(path, "lane settings")
+    top = {"version", "reasons", "default", "destinations"}
+    if not isinstance(data, dict) or set(data) != top:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ConfigError(f"{path}: expected exactly the keys {sorted(top)}, got {got}")
+    reasons = _reasons(data["reasons"], f"{path}: reasons")
+    default = _entry(data["default"], f"{path}: default", None)
+    known = countries()
+    destinations = {}
+    for country, spec in _mapping(data["destinations"] or {}, f"{path}: destinations").items():
+        where = f"{path}: destinations.{country}"
+        if country not in known:
+            raise ConfigError(f"{where}: not an ISO 3166-1 alpha-2 country code")
+        destinations[country] = _entry(spec or {}, where, default)
+    return LaneSettings(
+        version=str(data["version"]),
+        default=default,
+        destinations=MappingProxyType(destinations),
+        reasons=MappingProxyType(reasons),
+        source=str(path),
+    )
+
+
+# --- allocation ----------------------------------------------------------------------------
+
+
+def is_random_pick(salt: str, house_waybill: str, rate: float) -> bool:
+    """Whether a consignment is in the random sample: a keyed hash of the waybill below ``rate``."""
+    return _Selector(salt, rate).picks(house_waybill)
+
+
+class _Selector:
+    __slots__ = ("key", "threshold")
+
+    def __init__(self, salt: str, rate: float) -> None:
+        # Any salt length: blake2b keys are at most 64 bytes, so the key is the salt's digest.
+        self.key = hashlib.blake2b(salt.encode(), digest_size=32).digest()
+        self.threshold = round(rate * _HASH_SPACE)
+
+    def picks(self, house_waybill: str) -> bool:
+        digest = hashlib.blake2b(house_waybill.encode(), digest_size=8, key=self.key).digest()
+        return int.from_bytes(digest) < self.threshold
+
+
+class _Window:
+    """Moving counts of one destination's consignments and inspections, in time buckets."""
+
+    __slots__ = ("bucket_ms", "buckets", "inspected", "n_buckets", "total")
+
+    def __init__(self, bucket_ms: int, n_buckets: int) -> None:
+        self.bucket_ms = bucket_ms
+        self.n_buckets = n_buckets
+        self.buckets: deque[list[int]] = deque()  # [bucket id, consignments, inspections]
+        self.total = 0
+        self.inspected = 0
+
+    def advance(self, now_ms: int) -> None:
+        oldest = now_ms // self.bucket_ms - self.n_buckets
+        buckets = self.buckets
+        while buckets and buckets[0][0] <= oldest:
+            _, total, inspected = buckets.popleft()
+            self.total -= total
+            self.inspected -= inspected
+
+    def add(self, now_ms: int, total: int, inspected: int) -> None:
+        bucket = now_ms // self.bucket_ms
+        # A clock that steps back adds to the newest bucket rather than reordering the window.
+        if self.buckets and self.buckets[-1][0] >= bucket:
+            self.buckets[-1][1] += total
+            self.buckets[-1][2] += inspected
+        else:
+            self.buckets.append([bucket, total, inspected])
+        self.total += total
+        self.inspected += inspected
+
+
+@dataclass(slots=True)
+class _Destination:
+    """Per destination: its settings compiled, its window, its reasons."""
+
+    lanes: DestinationLanes
+    selector: _Selector
+    window: _Window
+    random_change: LaneChange  # a random pick raised to the random route
+    random_reason: dict
+
+
+@dataclass(slots=True)
+class _Batch:
+    new: int = 0  # consignments not seen before (revision 0)
+    mandatory: int = 0  # INSPECTs that may not be downgraded
+    candidates: list[int] = field(default_factory=list)  # positions of rule-based INSPECTs
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+class LaneAllocator:
+    """Stateful across batches (one per worker); the state is small counters per destination."""
+
+    def __init__(self, settings: LaneSettings) -> None:
+        self.settings = settings
+        self._destinations: dict[str, _Destination] = {}
+
+    def reconfigure(self, settings: LaneSettings) -> None:
+        """New settings (hot reload); a destination keeps its counts if its window is unchanged."""
+        old, self.settings = self._destinations, settings
+        self._destinations = {}
+        for country, before in old.items():
+            after = self._destination(country)
+            if (before.lanes.bucket_ms, before.lanes.window_buckets) == (
+                after.lanes.bucket_ms,
+                after.lanes.window_buckets,
+            ):
+                after.window = before.window
+
+    def _destination(self, country: str) -> _Destination:
+        lanes = self.settings.for_destination(country)
+        text = self.settings.reasons[L_RANDOM_SELECTION]
+        reason = {
+            "code": L_RANDOM_SELECTION,
+            "description": text.description,
+            "contribution": 0.0,
+            "evidence": f"random selection rate {lanes.min_random_rate:.2%} for {country}",
+            "carrier_visible": text.carrier_visible,
+        }
+        dest = _Destination(
+            lanes=lanes,
+            selector=_Selector(lanes.salt, lanes.min_random_rate),
+            window=_Window(lanes.bucket_ms, lanes.window_buckets),
+            random_change=LaneChange(lanes.random_route, True, reason),
+            random_reason=reason,
+        )
+        self._destinations[country] = dest
+        return dest
+
+    def window(self, country: str, now_ms: int | None = None) -> tuple[int, int]:
+        """(inspections, consignments) to a destination in the window, for metrics and tests."""
+        dest = self._destinations.get(country)
+        if dest is None:
+            return 0, 0
+        if now_ms is not None:
+            dest.window.advance(now_ms)
+        return dest.window.inspected, dest.window.total
+
+    def allocate(self, decisions: Sequence[dict], now_ms: int) -> list[LaneChange | None]:
+        """Per decision: None (unchanged) or the lane change and its reason.
+
+        Only PRE_ARRIVAL decisions are considered. Forced decisions (``forced`` true, or a
+        ``forced_outcome`` set by a targeting rule) are left alone but count towards the window.
+        Re-assessments (``revision`` > 0) add their INSPECT, not another consignment.
+        ``now_ms`` is the worker's clock; it moves the window.
+        """
+        out: list[LaneChange | None] = [None] * len(decisions)
+        batches: dict[str, tuple[_Destination, _Batch]] = {}
+        destinations = self._destinations
+        for i, d in enumerate(decisions):
+            if d["stage"] != PRE_ARRIVAL:
+                continue
+            country = d["destination_country"]
+            entry = batches.get(country)
+            if entry is None:
+                dest = destinations.get(country) or self._destination(country)
+                entry = batches[country] = (dest, _Batch())
+            dest, batch = entry
+            if not d.get("revision"):
+                batch.new += 1
+            route = d["route"]
+            if d.get("forced") or d.get("forced_outcome"):
+                if route == INSPECT:
+                    batch.mandatory += 1
+            elif dest.selector.picks(d["house_waybill"]):
+                random_route = dest.lanes.random_route
+                if ROUTE_RANK[route] < ROUTE_RANK[random_route]:
+                    out[i] = dest.random_change
+                    route = random_route
+                else:  # already at or above the random lane: only flagged, never lowered
+                    out[i] = LaneChange(route, True, dest.random_reason)
+                if route == INSPECT:
+                    batch.mandatory += 1
+            elif route == INSPECT:
+                batch.candidates.append(i)
+
+        for country, (dest, batch) in batches.items():
+            self._apply_ceiling(country, dest, batch, decisions, out, now_ms)
+        return out
+
+    def _apply_ceiling(
+        self,
+        country: str,
+        dest: _Destination,
+        batch: _Batch,
+        decisions: Sequence[dict],
+        out: list[LaneChange | None],
+        now_ms: int,
+    ) -> None:
+        lanes, window = dest.lanes, dest.window
+        window.advance(now_ms)
+        candidates = batch.candidates
+        total = window.total + batch.new
+        volume = max(total, lanes.warm_up_consignments)
+        allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
+        allowance = max(0, allowance - window.inspected - batch.mandatory)
+        excess = len(candidates) - allowance
+        if excess > 0:
+            # Lowest score first; among equal scores the later consignment gives way.
+            candidates.sort(key=lambda i: (decisions[i]["risk_score"], -i))
+            inspected = window.inspected + batch.mandatory + allowance
+            text = self.settings.reasons[L_CAPACITY_DOWNGRADE]
+            evidence = (
+                f"{country}: {inspected} of {total} consignments inspected over "
+                f"{_duration(lanes.window_seconds)} ({inspected / max(total, 1):.2%}); ceiling "
+                f"{lanes.inspect_ceiling:.2%}; score "
+            )
+            for i in candidates[:excess]:
+                out[i] = LaneChange(
+                    DOWNGRADE_ROUTE,
+                    False,
+                    {
+                        "code": L_CAPACITY_DOWNGRADE,
+                        "description": text.description,
+                        "contribution": 0.0,
+                        "evidence": f"{evidence}{decisions[i]['risk_score']:g}",
+                        "carrier_visible": text.carrier_visible,
+                    },
+                )
+            kept = allowance
+        else:
+            kept = len(candidates)
+        window.add(now_ms, batch.new, batch.mandatory + kept)
+
+
+def apply_change(decision: dict, change: LaneChange | None) -> dict:
+    """The decision with the lane change applied: route, ``random_pick`` flag and the reason.
+
+    Reasons stay ordered by contribution, largest first (the lane reasons contribute 0).
+    """
+    if change is None:
+        return decision if "random_pick" in decision else {**decision, "random_pick": False}
+    reasons = sorted([*decision["reasons"], dict(change.reason)], key=lambda r: -r["contribution"])
+    return {
+        **decision,
+        "route": change.route,
+        "random_pick": change.random_pick,
+        "reasons": reasons,
+    }

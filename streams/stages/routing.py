@@ -1,0 +1,90 @@
+"""Routing: turn a risk score into where the consignment goes and what the carrier is told.
+
+Pre-arrival filings get a lane (release / hold / inspect). Pre-loading filings get a PLACI
+outcome, which also maps to a lane so targeting centres see both stages on the same topics.
+"""
+
+from __future__ import annotations
+
+from greenlane.streams.stages.targeting import PRE_LOADING, SEVERITY, Thresholds
+
+RELEASE, HOLD, INSPECT = "RELEASE", "HOLD", "INSPECT"
+ROUTE_TOPIC_ROLE = {RELEASE: "release", HOLD: "hold", INSPECT: "inspect"}
+PLACI_ROUTE = {
+    "ASSESSMENT_COMPLETE": RELEASE,
+    "REQUEST_FOR_INFORMATION": HOLD,
+    "HIGH_RISK_CARGO_SCREENING": INSPECT,
+    "DO_NOT_LOAD": INSPECT,
+}
+
+
+def route_for(
+    stage: str, score: float, t: Thresholds, forced: str | None = None
+) -> tuple[str, str | None]:
+    """(route, PLACI outcome or None) for a score at a stage; a forced outcome wins if stricter."""
+    route, placi = _by_score(stage, score, t)
+    if forced is not None and SEVERITY[forced] > SEVERITY[placi or route]:
+        return (PLACI_ROUTE[forced], forced) if stage == PRE_LOADING else (forced, None)
+    return route, placi
+
+
+def _by_score(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]:
+    if stage == PRE_LOADING:
+        if score >= t.do_not_load:
+            outcome = "DO_NOT_LOAD"
+        elif score >= t.high_risk_cargo_screening:
+            outcome = "HIGH_RISK_CARGO_SCREENING"
+        elif score >= t.request_for_information:
+            outcome = "REQUEST_FOR_INFORMATION"
+        else:
+            outcome = "ASSESSMENT_COMPLETE"
+        return PLACI_ROUTE[outcome], outcome
+    if score >= t.inspect:
+        return INSPECT, None
+    if score >= t.hold:
+        return HOLD, None
+    return RELEASE, None
+
+
+def carrier_response(decision: dict, responded_at: int) -> dict:
+    """What the carrier sees of a decision: the outcome and the codes it may act on."""
+    codes = [
+        {"code": f["code"], "message": f"{f['field']}: {f['message']}"}
+        for f in decision["quality_findings"]
+    ]
+    codes.extend(
+        {"code": r["code"], "message": r["description"]}
+        for r in decision["reasons"]
+        if r["carrier_visible"]
+    )
+    return {
+        "response_id": decision["decision_id"],
+        "carrier_id": decision["carrier_id"],
+        "message_id": decision["message_id"],
+        "house_waybill": decision["house_waybill"],
+        "stage": decision["stage"],
+        "status": "ACCEPTED",
+        "outcome": decision["placi_outcome"] or decision["route"],
+        "codes": codes,
+        "responded_at": responded_at,
+    }
+
+
+def rejection_response(dead_letter: dict, stage: str, house_waybill: str | None) -> dict:
+    """What the carrier is told when its message could not be assessed at all."""
+    return {
+        "response_id": dead_letter["dead_letter_id"],
+        "carrier_id": dead_letter["carrier_id"],
+        "message_id": dead_letter["message_id"],
+        "house_waybill": house_waybill,
+        "stage": stage,
+        "status": "REJECTED",
+        "outcome": "REJECTED",
+        "codes": [
+            {
+                "code": f"DL_{dead_letter['error_code']}",
+                "message": dead_letter["error_message"] + "; correct the message and file again",
+            }
+        ],
+        "responded_at": dead_letter["dead_lettered_at"],
+    }

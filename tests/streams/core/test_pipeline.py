@@ -1,0 +1,319 @@
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from greenlane.streams.core.pipeline import Assessor, InboundMessage, decision_id
+from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
+from greenlane.streams.settings import schema_path
+from greenlane.streams.stages import quality
+from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
+from tests.factories import NOW_MS, item, pre_arrival, pre_loading
+
+SCHEMAS = {
+    PRE_LOADING: load_schema(schema_path("pre_loading")),
+    PRE_ARRIVAL: load_schema(schema_path("pre_arrival")),
+}
+IDS = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
+SCHEMAS_DECISION = load_schema(schema_path("release"))
+TOPIC = {PRE_LOADING: "filing.pre-loading", PRE_ARRIVAL: "filing.pre-arrival"}
+
+
+def fetch(schema_id):
+    by_id = {IDS[s]: SCHEMAS[s] for s in IDS}
+    return json.dumps(by_id[schema_id]) if schema_id in by_id else None
+
+
+@pytest.fixture(scope="module")
+def assessor():
+    decoders = {s: WireDecoder(SCHEMAS[s], fetch) for s in SCHEMAS}
+    return Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
+
+
+def messages(stage, records, start_offset=0):
+    enc = WireEncoder(SCHEMAS[stage], IDS[stage])
+    return [
+        InboundMessage(
+            r["house_waybill"].encode(), enc.encode(r), TOPIC[stage], 0, start_offset + i, NOW_MS
+        )
+        for i, r in enumerate(records)
+    ]
+
+
+def raw(stage, value, offset=0, key=b"K"):
+    return InboundMessage(key, value, TOPIC[stage], 3, offset, NOW_MS)
+
+
+def test_every_filing_gets_exactly_one_decision_and_one_response(assessor):
+    recs = [pre_loading(f"H{i}") for i in range(20)]
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, recs), {}, NOW_MS)
+    assert len(out.decisions) == 20 and len(out.responses) == 20 and not out.dead_letters
+    assert {d["placi_outcome"] for d in out.decisions} == {"ASSESSMENT_COMPLETE"}
+    assert {r["status"] for _, r in out.responses} == {"ACCEPTED"}
+    assert set(out.link_updates) == {f"H{i}" for i in range(20)}
+
+
+def test_decisions_are_deterministic(assessor):
+    msgs = messages(PRE_ARRIVAL, [pre_arrival("H1"), pre_arrival("H2")])
+    a = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS)
+    b = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS + 5000)
+    assert a.decisions == b.decisions
+    assert a.decisions[0]["decision_id"] == decision_id(PRE_ARRIVAL, msgs[0].value)
+    assert a.decisions[0]["decision_id"] != a.decisions[1]["decision_id"]
+
+
+def test_risky_goods_are_routed_with_reasons(assessor):
+    rec = pre_arrival("H9", items=[item(description="hunting knife", hs_code="821191")])
+    [d] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS).decisions
+    assert d["route"] == "INSPECT"
+    assert d["reasons"][0]["code"] == "R_WEAPON_OR_KNIFE"
+    assert d["risk_score"] == sum(r["contribution"] for r in d["reasons"])
+
+
+def test_bad_bytes_unknown_schema_and_unusable_records_are_dead_lettered(assessor):
+    unusable = pre_arrival("H3", items=[])
+    enc = WireEncoder(SCHEMAS[PRE_ARRIVAL], IDS[PRE_ARRIVAL])
+    batch = [
+        raw(PRE_ARRIVAL, b"\xffgarbage", 0),
+        raw(PRE_ARRIVAL, b"\x00\x00\x00\x03\xe7" + enc.encode(pre_arrival())[5:], 1),
+        raw(PRE_ARRIVAL, enc.encode(unusable), 2, key=b"H3"),
+        *messages(PRE_ARRIVAL, [pre_arrival("H4")], start_offset=3),
+    ]
+    out = assessor.assess(PRE_ARRIVAL, batch, {}, NOW_MS)
+    assert [dl["error_code"] for _, dl in out.dead_letters] == [
+        "UNDECODABLE",
+        "UNKNOWN_SCHEMA_ID",
+        "UNUSABLE_RECORD",
+    ]
+    assert [dl["source_offset"] for _, dl in out.dead_letters] == [0, 1, 2]
+    assert out.dead_letters[0][1]["original_value"] == b"\xffgarbage"
+    assert out.dead_letters[1][1]["schema_id"] == 999
+    assert out.dead_letters[2][1]["carrier_id"] == "EXPRESS-01"
+    assert len(out.decisions) == 1
+    rejected = [r for _, r in out.responses if r["status"] == "REJECTED"]
+    assert len(rejected) == 3 and rejected[0]["codes"][0]["code"] == "DL_UNDECODABLE"
+    assert rejected[2]["house_waybill"] == "H3"
+
+
+def test_a_pre_loading_filed_on_the_wrong_topic_is_a_dead_letter(assessor):
+    enc = WireEncoder(SCHEMAS[PRE_LOADING], IDS[PRE_LOADING])
+    out = assessor.assess(PRE_ARRIVAL, [raw(PRE_ARRIVAL, enc.encode(pre_loading()))], {}, NOW_MS)
+    assert out.dead_letters[0][1]["error_code"] == "WRONG_SCHEMA"
+
+
+def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
+    pl = pre_loading(
+        "H5", cargo_description="lithium battery packs", hs_code="850760", route=["CN", "IR", "DE"]
+    )
+    first = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), {}, NOW_MS)
+    [pl_decision] = first.decisions
+    assert pl_decision["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    links = {k: v for k, (_, v) in first.link_updates.items()}
+    [pa_decision] = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H5")]), links, NOW_MS
+    ).decisions
+    assert pa_decision["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    assert pa_decision["linked_decision_id"] == pl_decision["decision_id"]
+    assert pa_decision["route"] == "INSPECT"
+    assert "R_PRE_LOADING_REFERRAL" in [r["code"] for r in pa_decision["reasons"]]
+
+
+def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(assessor):
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), {}, NOW_MS)
+    [pa] = arrival.decisions
+    assert pa["route"] == "RELEASE" and pa["linked_placi_outcome"] is None
+    assert [r["code"] for r in pa["reasons"]] == ["R_NO_PRE_LOADING_FILING"]
+    links = {k: v for k, (_, v) in arrival.link_updates.items()}
+    pl = pre_loading("H6", cargo_description="drone with lithium battery", hs_code="880622")
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), links, NOW_MS)
+    assert [d["stage"] for d in out.decisions] == [PRE_LOADING, PRE_ARRIVAL]
+    revised = out.decisions[1]
+    assert revised["revision"] == 1 and revised["route"] == "INSPECT"
+    assert revised["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+    assert revised["message_id"] == "PA-H6"
+    assert revised["decision_id"] != pa["decision_id"]
+    assert len(out.responses) == 2
+    entry = out.link_updates["H6"][1]
+    assert entry["pre_arrival"]["pending"] is None and entry["pre_arrival"]["revision"] == 1
+
+
+def test_pre_arrival_first_with_a_harmless_pre_loading_adds_no_decision(assessor):
+    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), {}, NOW_MS)
+    links = {k: v for k, (_, v) in arrival.link_updates.items()}
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pre_loading("H7")]), links, NOW_MS)
+    assert [d["stage"] for d in out.decisions] == [PRE_LOADING]
+    assert out.link_updates["H7"][1]["pre_arrival"]["pending"] is None
+
+
+def test_quality_findings_reach_the_decision_the_response_and_the_counts(assessor):
+    rec = pre_arrival("H8", items=[item(description="gift", hs_code="999999")])
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS)
+    [d] = out.decisions
+    codes = {f["code"] for f in d["quality_findings"]}
+    assert {"DQ_VAGUE_DESCRIPTION", "DQ_UNKNOWN_HS_CODE"} <= codes
+    assert d["quality_score"] < 1.0
+    assert out.findings["DQ_VAGUE_DESCRIPTION"] == 1
+    response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
+    assert "DQ_VAGUE_DESCRIPTION" in response_codes and "R_VAGUE_DESCRIPTION" in response_codes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.builds(lambda body: b"\x00\x00\x00\x00\x02" + body, st.binary(max_size=200)),
+            st.sampled_from(
+                [
+                    pre_arrival("HX"),
+                    pre_arrival("HY", items=[]),
+                    pre_arrival("", items=[item(currency="???")]),
+                ]
+            ),
+        ),
+        max_size=30,
+    )
+)
+def test_nothing_is_lost_and_nothing_raises_whatever_arrives(assessor, batch):
+    """Every message yields exactly one carrier response and one decision or dead letter."""
+    enc = WireEncoder(SCHEMAS[PRE_ARRIVAL], IDS[PRE_ARRIVAL])
+    msgs = [
+        raw(PRE_ARRIVAL, b if isinstance(b, bytes) else enc.encode(b), i)
+        for i, b in enumerate(batch)
+    ]
+    out = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS)
+    assert len(out.responses) == len(msgs)
+    decided = {d["source_offset"] for d in out.decisions}
+    dead = {dl["source_offset"] for _, dl in out.dead_letters}
+    assert decided | dead == set(range(len(msgs))) and not decided & dead
+
+
+def test_pre_arrival_decisions_carry_the_revenue_assessment(assessor):
+    [d] = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("HR1")]), {}, NOW_MS
+    ).decisions
+    rev = d["revenue"]
+    assert rev["destination"] == "DE" and rev["administration"] == "EU"
+    assert rev["currency"] == "EUR" and rev["intrinsic_value"] == pytest.approx(24.0)
+    assert rev["tax"] > 0 and rev["revenue_at_risk"] >= rev["duty"]
+    [pl] = assessor.assess(
+        PRE_LOADING, messages(PRE_LOADING, [pre_loading("HR1")]), {}, NOW_MS
+    ).decisions
+    assert pl["revenue"] is None
+
+
+def test_random_picks_are_flagged_explained_and_replayable(assessor):
+    recs = [pre_arrival(f"RP{i:05d}") for i in range(3000)]
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    picks = [d for d in out.decisions if d["random_pick"]]
+    assert 0 < len(picks) < 60  # a small configured share of 3,000
+    assert all(d["route"] == "INSPECT" for d in picks)
+    assert all("L_RANDOM_SELECTION" in [r["code"] for r in d["reasons"]] for d in picks)
+    again = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    assert [d["house_waybill"] for d in again.decisions if d["random_pick"]] == [
+        d["house_waybill"] for d in picks
+    ]
+
+
+def test_decision_schema_embeds_the_revenue_record_of_the_revenue_module():
+    from greenlane.streams.stages.revenue import avro_schema
+
+    fields = {f["name"]: f for f in SCHEMAS_DECISION["fields"]}
+    assert fields["revenue"]["type"][1] == avro_schema()
+
+
+def test_decisions_encode_with_the_registered_schema(assessor):
+    recs = [pre_arrival("HE1"), pre_arrival("HE2", items=[item(description="tramadol")])]
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
+    enc = WireEncoder(SCHEMAS_DECISION, 9)
+    dec = WireDecoder(SCHEMAS_DECISION, lambda i: json.dumps(SCHEMAS_DECISION))
+    decoded = dec.decode_batch([enc.encode(d) for d in out.decisions])
+    assert [d["forced_outcome"] for d in decoded] == [None, "INSPECT"]
+    assert decoded[0]["revenue"]["administration"] == "EU"
+
+
+def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
+    state: dict = {}
+    links: dict = {}
+    buyer = {
+        "consignee": {
+            "name": "Jan Kowalski",
+            "address": "ul. Lipowa 5, 00-001 Warszawa",
+            "country": "PL",
+            "party_id": None,
+        }
+    }
+
+    def parcel(n):
+        return pre_arrival(
+            f"SP{n}", destination_country="PL", items=[item(value=60.0, net_weight_kg=0.4)], **buyer
+        )
+
+    outs = []
+    for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
+        out = assessor.assess(
+            PRE_ARRIVAL,
+            messages(PRE_ARRIVAL, [parcel(n)], start_offset=n),
+            links,
+            NOW_MS + n * 3_600_000,
+            patterns=state,
+        )
+        links.update({k: v for k, (_, v) in out.link_updates.items()})
+        assert set(out.pattern_updates) <= set(state)
+        outs.append(out)
+    assert [d["house_waybill"] for o in outs[:2] for d in o.decisions] == ["SP0", "SP1"]
+    third = {d["house_waybill"]: d for d in outs[2].decisions}
+    assert set(third) == {"SP0", "SP1", "SP2"}  # the new parcel and two amendments
+    split = [r for r in third["SP2"]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
+    assert "180" in split[0]["evidence"]
+    for earlier in ("SP0", "SP1"):
+        amended = third[earlier]
+        assert amended["revision"] == 1 and amended["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
+        assert amended["linked_decision_id"] == outs[int(earlier[-1])].decisions[0]["decision_id"]
+        assert amended["message_id"] == f"PA-{earlier}"
+        assert links[earlier]["pre_arrival"]["revision"] == 1
+    assert len(outs[2].responses) == 3
+    enc = WireEncoder(SCHEMAS_DECISION, 9)
+    assert all(enc.encode(d) for d in outs[2].decisions)  # amendments are complete records
+    other_seller = parcel(9)
+    other_seller["seller"] = {
+        "name": "Another Shop Ltd",
+        "address": "2 High St, Leeds",
+        "country": "GB",
+        "party_id": "S-2",
+    }
+    out = assessor.assess(
+        PRE_ARRIVAL,
+        messages(PRE_ARRIVAL, [other_seller], start_offset=9),
+        links,
+        NOW_MS + 4 * 3_600_000,
+        patterns=state,
+    )
+    assert [d["house_waybill"] for d in out.decisions] == ["SP9"]
+    assert not [r for r in out.decisions[0]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
+
+
+def test_list_matches_are_reasons_but_watchlist_internals_never_reach_the_carrier(assessor):
+    seller = {
+        "name": "Huaxin Supply Chain Co., Ltd.",
+        "address": "8 Gangwan Rd, Shenzhen",
+        "country": "CN",
+        "party_id": None,
+    }
+    rec = pre_arrival("WL1", seller=seller, carrier_id="DHLEXPRESS")
+    out = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), {}, NOW_MS)
+    [d] = out.decisions
+    by_code = {r["code"]: r for r in d["reasons"]}
+    assert "W-0001" in by_code["W_PARTY_WATCHLIST"]["evidence"]
+    assert by_code["T_AEO_CARRIER"]["contribution"] < 0
+    response_codes = {c["code"] for c in out.responses[0][1]["codes"]}
+    assert "T_AEO_CARRIER" in response_codes and "W_PARTY_WATCHLIST" not in response_codes
+
+
+def test_link_entries_remember_when_and_where_for_the_retention_sweep(assessor):
+    msgs = messages(PRE_LOADING, [pre_loading("RT1")])
+    out = assessor.assess(PRE_LOADING, msgs, {}, NOW_MS)
+    partition, entry = out.link_updates["RT1"]
+    assert entry["partition"] == partition == msgs[0].partition
+    assert entry["filed_at"] == pre_loading("RT1")["filing_time"]

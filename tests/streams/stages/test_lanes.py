@@ -1,0 +1,470 @@
+import copy
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from greenlane.streams.settings import SETTINGS_DIR, ConfigError
+from greenlane.streams.stages.lanes import (
+    L_CAPACITY_DOWNGRADE,
+    L_RANDOM_SELECTION,
+    LaneAllocator,
+    LaneChange,
+    apply_change,
+    is_random_pick,
+    load_lane_settings,
+)
+from greenlane.streams.stages.routing import HOLD, INSPECT, RELEASE
+from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING
+
+NOW = 1_795_000_000_000
+SHIPPED = yaml.safe_load((SETTINGS_DIR / "lanes.yaml").read_text())
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "lanes.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def settings_with(tmp_path: Path, default: dict | None = None, destinations=None):
+    data = copy.deepcopy(SHIPPED)
+    data["default"].update(default or {})
+    data["destinations"] = destinations if destinations is not None else {}
+    return load_lane_settings(write(tmp_path, data))
+
+
+def decision(n: int, score: float = 0.0, dest: str = "DE", **over) -> dict:
+    route = INSPECT if score >= 60 else HOLD if score >= 30 else RELEASE
+    d = {
+        "stage": PRE_ARRIVAL,
+        "route": route,
+        "destination_country": dest,
+        "house_waybill": f"HWB{n:09d}",
+        "risk_score": float(score),
+        "placi_outcome": None,
+        "revision": 0,
+        "reasons": [],
+    }
+    d.update(over)
+    return d
+
+
+def random_waybills(salt: str, rate: float, want: bool, count: int) -> list[int]:
+    """Waybill numbers that are (or are not) random picks under this salt and rate."""
+    found = []
+    n = 0
+    while len(found) < count:
+        if is_random_pick(salt, f"HWB{n:09d}", rate) == want:
+            found.append(n)
+        n += 1
+    return found
+
+
+def final_route(d: dict, change: LaneChange | None) -> str:
+    return change.route if change else d["route"]
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_shipped_settings_have_a_default_and_per_destination_overrides():
+    s = load_lane_settings()
+    assert s.for_destination("DE") is s.default
+    us = s.for_destination("US")
+    assert us.inspect_ceiling == SHIPPED["destinations"]["US"]["inspect_ceiling"]
+    assert us.min_random_rate == SHIPPED["destinations"]["US"]["min_random_rate"]
+    # fields an entry does not name come from the default
+    assert us.window_seconds == s.default.window_seconds and us.salt == s.default.salt
+    assert s.for_destination("CA").warm_up_consignments == 500
+    assert s.for_destination("CA").inspect_ceiling == s.default.inspect_ceiling
+
+
+def test_per_destination_settings_and_the_default_apply(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.1, "min_random_rate": 0.0, "warm_up_consignments": 0},
+        destinations={"US": {"inspect_ceiling": 0.2}},
+    )
+    alloc = LaneAllocator(s)
+    batch = [decision(i, 80, dest) for dest in ("US", "NL") for i in range(100)]
+    changes = alloc.allocate(batch, NOW)
+    kept = {
+        dest: sum(
+            final_route(d, c) == INSPECT
+            for d, c in zip(batch, changes, strict=True)
+            if d["destination_country"] == dest
+        )
+        for dest in ("US", "NL")
+    }
+    assert kept == {"US": 20, "NL": 10}
+    assert alloc.window("US") == (20, 100) and alloc.window("NL") == (10, 100)
+
+
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        (lambda d: d["default"].update(inspect_ceiling=1.5), "default.inspect_ceiling"),
+        (lambda d: d["default"].update(inspect_ceiling=0), "default.inspect_ceiling"),
+        (lambda d: d["default"].update(min_random_rate=-0.1), "default.min_random_rate"),
+        (lambda d: d["default"].update(random_route="RELEASE"), "default.random_route"),
+        (lambda d: d["default"].update(window_seconds=0), "default.window_seconds"),
+        (lambda d: d["default"].update(window_buckets=2.5), "default.window_buckets"),
+        (lambda d: d["default"].update(warm_up_consignments=True), "default.warm_up_consignments"),
+        (lambda d: d["default"].update(salt=""), "default.salt"),
+        (lambda d: d["default"].pop("salt"), "default: missing key(s) ['salt']"),
+        (lambda d: d["default"].update(ceiling=0.1), "default: unknown key(s) ['ceiling']"),
+        (
+            lambda d: d["destinations"]["US"].update(inspect_ceiling="2%"),
+            "destinations.US.inspect_ceiling",
+        ),
+        (
+            lambda d: d["destinations"]["AU"].update(min_random_rate=0.5),
+            "destinations.AU.min_random_rate",
+        ),
+        (lambda d: d["destinations"].update(XX={}), "destinations.XX"),
+        (lambda d: d["destinations"].update(DE=[1]), "destinations.DE"),
+        (lambda d: d["reasons"].pop(L_CAPACITY_DOWNGRADE), "reasons"),
+        (
+            lambda d: d["reasons"][L_RANDOM_SELECTION].update(carrier_visible="no"),
+            "reasons.L_RANDOM_SELECTION.carrier_visible",
+        ),
+        (lambda d: d.pop("default"), "expected exactly the keys"),
+    ],
+)
+def test_validation_errors_name_file_entry_and_field(tmp_path, change, where):
+    data = copy.deepcopy(SHIPPED)
+    change(data)
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError) as err:
+        load_lane_settings(path)
+    assert str(err.value).startswith(f"{path}: ")
+    assert where in str(err.value)
+
+
+def test_missing_or_broken_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_lane_settings(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("default: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_lane_settings(bad)
+
+
+# --- random selection ------------------------------------------------------------------------
+
+
+def synthetic(n: int, high_share: float, dests: tuple[str, ...], seed: int = 7) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        score = rng.choice((60, 65, 70, 95)) if rng.random() < high_share else rng.choice((0, 35))
+        out.append(decision(i, score, dests[i % len(dests)]))
+    return out
+
+
+def batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield start // size, items[start : start + size]
+
+
+def binomial_tolerance(n: int, p: float, sigmas: float = 4.0) -> float:
+    return sigmas * math.sqrt(p * (1 - p) / n)
+
+
+def test_random_pick_rate_matches_the_configured_minimum_per_destination():
+    s = load_lane_settings()
+    dests = ("DE", "US", "AU")
+    records = synthetic(100_000, 0.1, dests)
+    alloc = LaneAllocator(s)
+    picked = dict.fromkeys(dests, 0)
+    for b, chunk in batches(records, 500):
+        for d, c in zip(chunk, alloc.allocate(chunk, NOW + b * 1000), strict=True):
+            if c is not None and c.random_pick:
+                picked[d["destination_country"]] += 1
+                assert final_route(d, c) == INSPECT
+                assert c.reason["code"] == L_RANDOM_SELECTION and c.reason["contribution"] == 0
+    per_dest = len(records) // len(dests)
+    for dest in dests:
+        rate = s.for_destination(dest).min_random_rate
+        observed = picked[dest] / per_dest
+        assert abs(observed - rate) <= binomial_tolerance(per_dest, rate), (dest, observed, rate)
+
+
+def test_random_picks_are_independent_of_the_score():
+    rate = 0.05
+    high = [f"HWB{i:09d}" for i in range(0, 40_000, 2)]
+    low = [f"HWB{i:09d}" for i in range(1, 40_000, 2)]
+    for group in (high, low):
+        observed = sum(is_random_pick("k", w, rate) for w in group) / len(group)
+        assert abs(observed - rate) <= binomial_tolerance(len(group), rate)
+
+
+def test_random_picks_agree_across_allocators_batch_splits_and_clocks(tmp_path):
+    s = settings_with(tmp_path, default={"min_random_rate": 0.02, "inspect_ceiling": 0.02})
+    records = synthetic(20_000, 0.2, ("DE", "FR"))
+    whole = LaneAllocator(s).allocate(records, NOW)
+    flags_whole = [bool(c and c.random_pick) for c in whole]
+    rng = random.Random(3)
+    split = LaneAllocator(s)
+    flags_split: list[bool] = []
+    start = 0
+    while start < len(records):
+        size = rng.randint(1, 900)
+        chunk = records[start : start + size]
+        clock = NOW + rng.randint(0, 10**9)
+        flags_split.extend(bool(c and c.random_pick) for c in split.allocate(chunk, clock))
+        start += size
+    assert flags_split == flags_whole
+    assert 0.015 < sum(flags_whole) / len(records) < 0.025
+    # a pure function of (salt, house waybill)
+    expected = [is_random_pick(s.default.salt, d["house_waybill"], 0.02) for d in records]
+    assert flags_whole == expected
+
+
+def test_another_salt_picks_other_consignments():
+    waybills = [f"HWB{i:09d}" for i in range(20_000)]
+    a = {w for w in waybills if is_random_pick("salt-a", w, 0.05)}
+    b = {w for w in waybills if is_random_pick("salt-b", w, 0.05)}
+    assert len(a & b) < 0.2 * len(a)
+
+
+def test_random_pick_already_inspected_is_flagged_not_changed(tmp_path):
+    s = settings_with(tmp_path, default={"min_random_rate": 0.01})
+    [n] = random_waybills(s.default.salt, 0.01, True, 1)
+    [change] = LaneAllocator(s).allocate([decision(n, 95)], NOW)
+    assert change.route == INSPECT and change.random_pick
+    assert change.reason["code"] == L_RANDOM_SELECTION
+
+
+def test_random_route_hold_raises_release_and_never_lowers(tmp_path):
+    s = settings_with(tmp_path, default={"min_random_rate": 0.05, "random_route": HOLD})
+    ns = random_waybills(s.default.salt, 0.05, True, 3)
+    batch = [decision(ns[0], 0), decision(ns[1], 35), decision(ns[2], 95)]
+    changes = LaneAllocator(s).allocate(batch, NOW)
+    assert [c.route for c in changes] == [HOLD, HOLD, INSPECT]
+    assert all(c.random_pick for c in changes)
+
+
+# --- capacity ------------------------------------------------------------------------------
+
+
+CEILINGS = {"DE": 0.03, "US": 0.02, "AU": 0.05}
+
+
+def capacity_settings(tmp_path):
+    return settings_with(
+        tmp_path,
+        default={
+            "inspect_ceiling": CEILINGS["DE"],
+            "min_random_rate": 0.005,
+            "window_seconds": 600,
+            "window_buckets": 60,
+            "warm_up_consignments": 1000,
+        },
+        destinations={
+            "US": {"inspect_ceiling": CEILINGS["US"], "min_random_rate": 0.002},
+            "AU": {"inspect_ceiling": CEILINGS["AU"]},
+        },
+    )
+
+
+def test_inspect_share_stays_at_or_below_the_ceiling_after_warm_up(tmp_path):
+    s = capacity_settings(tmp_path)
+    dests = tuple(CEILINGS)
+    # 10% of consignments score for inspection: well above every ceiling, so the quota binds.
+    records = synthetic(100_000, 0.10, dests)
+    alloc = LaneAllocator(s)
+    inspected = dict.fromkeys(dests, 0)
+    total = dict.fromkeys(dests, 0)
+    worst = dict.fromkeys(dests, 0.0)
+    clock = NOW
+    for b, chunk in batches(records, 250):
+        clock = NOW + b * 2_000  # 250 every 2 s: the 600 s window holds ~25,000 consignments
+        for d, c in zip(chunk, alloc.allocate(chunk, clock), strict=True):
+            total[d["destination_country"]] += 1
+            inspected[d["destination_country"]] += final_route(d, c) == INSPECT
+            if c is not None and not c.random_pick:
+                assert c.route == HOLD and d["route"] == INSPECT
+        if clock - NOW > s.default.window_seconds * 1000:  # the warm-up burst has left the window
+            for dest in dests:
+                i, t = alloc.window(dest)
+                worst[dest] = max(worst[dest], i / t)
+    for dest, ceiling in CEILINGS.items():
+        overall = inspected[dest] / total[dest]
+        assert overall <= ceiling
+        assert overall >= 0.98 * ceiling  # capacity is used, not wasted
+        # Buckets leaving the window can lift the share by at most one bucket's worth.
+        assert worst[dest] <= ceiling * (1 + 1 / (s.default.window_buckets - 1)), dest
+
+
+def test_lowest_scores_are_downgraded_first_and_say_why(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.05, "min_random_rate": 0.0, "warm_up_consignments": 0},
+    )
+    scores = [60, 95, 65, 60, 70, 80] + [0] * 94  # 100 consignments, ceiling 5 -> one too many
+    batch = [decision(i, sc) for i, sc in enumerate(scores)]
+    changes = LaneAllocator(s).allocate(batch, NOW)
+    downgraded = [i for i, c in enumerate(changes) if c is not None]
+    assert downgraded == [3]  # a 60, and of the two 60s the later one
+    reason = changes[3].reason
+    assert changes[3] == LaneChange(HOLD, False, reason)
+    assert reason["code"] == L_CAPACITY_DOWNGRADE and reason["contribution"] == 0
+    assert "5 of 100" in reason["evidence"] and "5.00%" in reason["evidence"]
+    assert "ceiling 5.00%" in reason["evidence"] and "score 60" in reason["evidence"]
+
+
+def test_forced_outcomes_and_random_picks_are_never_downgraded(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.01, "min_random_rate": 0.01, "warm_up_consignments": 0},
+    )
+    salt = s.default.salt
+    picks = random_waybills(salt, 0.01, True, 30)
+    plain = random_waybills(salt, 0.01, False, 200)
+    batch = (
+        [decision(n, 10) for n in picks[:15]]  # random picks of low risk
+        + [decision(n, 61) for n in picks[15:]]  # random picks that rules also inspect
+        + [decision(n, 99, forced=True) for n in plain[:20]]  # forced INSPECT
+        + [decision(n, 0, forced=True, route=RELEASE) for n in plain[20:30]]
+        + [decision(n, 20, forced_outcome=INSPECT, route=INSPECT) for n in plain[30:35]]
+        + [decision(n, 0, forced_outcome=RELEASE, route=RELEASE) for n in plain[35:40]]
+        + [decision(n, 99) for n in plain[40:60]]  # rule-based, all over capacity
+        + [decision(n, 0) for n in plain[60:]]
+    )
+    alloc = LaneAllocator(s)
+    changes = alloc.allocate(batch, NOW)
+    for d, c in zip(batch, changes, strict=True):
+        if d.get("forced") or d.get("forced_outcome"):
+            assert c is None
+        elif d["house_waybill"] in {f"HWB{n:09d}" for n in picks}:
+            assert c.random_pick and c.route == INSPECT
+        elif d["route"] == INSPECT:
+            assert c.route == HOLD and c.reason["code"] == L_CAPACITY_DOWNGRADE
+    # mandatory inspections are counted, even beyond the ceiling
+    assert alloc.window("DE") == (55, len(batch))
+    # and the next batch of rule-based INSPECTs finds no capacity left
+    later = alloc.allocate([decision(n, 99) for n in plain[60:70]], NOW + 1)
+    assert all(c is not None and c.route == HOLD for c in later)
+
+
+def test_warm_up_lets_a_fresh_worker_inspect_before_its_share_means_anything(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.03, "min_random_rate": 0.0, "warm_up_consignments": 1000},
+    )
+    alloc = LaneAllocator(s)
+    changes = alloc.allocate([decision(i, 90) for i in range(50)], NOW)
+    assert sum(c is None for c in changes) == 30  # 3% of the 1,000 warm-up consignments
+
+
+def test_window_forgets_old_traffic(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={
+            "inspect_ceiling": 0.1,
+            "min_random_rate": 0.0,
+            "window_seconds": 60,
+            "window_buckets": 6,
+            "warm_up_consignments": 0,
+        },
+    )
+    alloc = LaneAllocator(s)
+    alloc.allocate([decision(i, 90 if i < 10 else 0) for i in range(100)], NOW)
+    assert alloc.window("DE") == (10, 100)
+    full = alloc.allocate([decision(1000 + i, 90) for i in range(10)], NOW + 1_000)
+    assert [c is None for c in full] == [True] + [False] * 9  # 10% of 110 -> 1 more
+    assert alloc.window("DE", NOW + 61_000) == (0, 0)
+    fresh = alloc.allocate(
+        [decision(2000 + i, 90 if i < 10 else 0) for i in range(100)], NOW + 61_000
+    )
+    assert fresh == [None] * 100
+
+
+def test_pre_loading_decisions_are_left_alone(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.01, "min_random_rate": 1.0, "random_route": HOLD},
+    )
+    batch = [decision(i, 95, stage=PRE_LOADING, placi_outcome="DO_NOT_LOAD") for i in range(50)]
+    assert LaneAllocator(s).allocate(batch, NOW) == [None] * 50
+
+
+def test_a_re_assessment_counts_its_inspection_not_another_consignment(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.5, "min_random_rate": 0.0, "warm_up_consignments": 0},
+    )
+    alloc = LaneAllocator(s)
+    alloc.allocate([decision(i, 0) for i in range(10)], NOW)
+    alloc.allocate([decision(3, 90, revision=1)], NOW)
+    assert alloc.window("DE") == (1, 10)
+
+
+def test_reconfigure_keeps_counts_when_the_window_is_unchanged(tmp_path):
+    s = settings_with(tmp_path, default={"min_random_rate": 0.0, "warm_up_consignments": 0})
+    alloc = LaneAllocator(s)
+    alloc.allocate([decision(i, 0) for i in range(100)], NOW)
+    tighter = settings_with(
+        tmp_path,
+        default={"min_random_rate": 0.0, "warm_up_consignments": 0, "inspect_ceiling": 0.01},
+    )
+    alloc.reconfigure(tighter)
+    assert alloc.window("DE") == (0, 100)
+    changes = alloc.allocate([decision(100 + i, 90) for i in range(3)], NOW)
+    assert [c is None for c in changes] == [True, False, False]  # 1% of 103 -> 1
+    reshaped = settings_with(tmp_path, default={"window_buckets": 7})
+    alloc.reconfigure(reshaped)
+    assert alloc.window("DE") == (0, 0)
+
+
+def test_apply_change_sets_route_flag_and_keeps_reasons_ordered():
+    d = decision(
+        1,
+        40,
+        reasons=[
+            {
+                "code": "R_A",
+                "description": "",
+                "contribution": 40.0,
+                "evidence": None,
+                "carrier_visible": True,
+            },
+            {
+                "code": "T_TRUSTED",
+                "description": "",
+                "contribution": -10.0,
+                "evidence": None,
+                "carrier_visible": True,
+            },
+        ],
+    )
+    reason = {
+        "code": L_RANDOM_SELECTION,
+        "description": "",
+        "contribution": 0.0,
+        "evidence": None,
+        "carrier_visible": False,
+    }
+    out = apply_change(d, LaneChange(INSPECT, True, reason))
+    assert out["route"] == INSPECT and out["random_pick"] is True
+    assert [r["code"] for r in out["reasons"]] == ["R_A", L_RANDOM_SELECTION, "T_TRUSTED"]
+    assert d["route"] == HOLD and len(d["reasons"]) == 2  # the input is not changed
+    assert apply_change(d, None)["random_pick"] is False
+
+
+def test_speed_per_decision():
+    s = load_lane_settings()
+    records = synthetic(20_000, 0.1, ("DE", "US", "FR", "GB", "AU", "CA"))
+    alloc = LaneAllocator(s)
+    alloc.allocate(records[:500], NOW)  # destinations compiled
+    start = time.perf_counter()
+    for b, chunk in batches(records, 500):
+        alloc.allocate(chunk, NOW + b * 100)
+    per_decision_us = (time.perf_counter() - start) / len(records) * 1e6
+    print(f"lanes: {per_decision_us:.2f} µs/decision")
+    assert per_decision_us < 25
