@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from greenlane.models.feedback import summaries_from_decisions
 from greenlane.models.stream import ModelPart, StreamScorer
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING, SEVERITY
 from greenlane.streams.runtime.serde import DecodeFailure, WireDecoder
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.enrichment import filing_facts
@@ -27,14 +28,7 @@ from greenlane.streams.stages.revenue import (
     load_revenue_settings,
 )
 from greenlane.streams.stages.routing import carrier_response, rejection_response, route_for
-from greenlane.streams.stages.targeting import (
-    PRE_ARRIVAL,
-    PRE_LOADING,
-    SEVERITY,
-    FilingFacts,
-    TargetingRules,
-    score_batch,
-)
+from greenlane.streams.stages.targeting import FilingFacts, TargetingRules, score_batch
 from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 
 Scored = tuple[float, list[dict], "str | None"]

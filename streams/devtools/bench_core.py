@@ -12,18 +12,14 @@ from collections.abc import Callable
 
 from greenlane.streams.core.pipeline import Assessor, InboundMessage, tune_gc
 from greenlane.streams.devtools.simulator import generate
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.enrichment import filing_facts
 from greenlane.streams.stages.patterns import detect_batch
 from greenlane.streams.stages.revenue import assess_revenue_batch
-from greenlane.streams.stages.targeting import (
-    PRE_ARRIVAL,
-    PRE_LOADING,
-    load_targeting_rules,
-    score_batch,
-)
+from greenlane.streams.stages.targeting import load_targeting_rules, score_batch
 from greenlane.streams.stages.watchlists import match_batch
 
 ROLE_STAGE = {"pre_loading": PRE_LOADING, "pre_arrival": PRE_ARRIVAL}

@@ -33,13 +33,14 @@ from greenlane.streams.core.pipeline import (
     InboundMessage,
     dead_letter_record,
 )
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime import admin, metrics
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import Settings, schema_path, settings
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.patterns import expire_state
 from greenlane.streams.stages.routing import ROUTE_TOPIC_ROLE
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING, RuleBook, TargetingRules
+from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 
 log = logging.getLogger("greenlane.worker")
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, FilingFacts
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL
+from greenlane.streams.stages.targeting import FilingFacts
 
 
 def totals(items: list[dict], rates: Mapping[str, float]) -> tuple[float | None, float]:

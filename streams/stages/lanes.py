@@ -45,10 +45,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from greenlane.streams.domain.vocabulary import HOLD, INSPECT, PRE_ARRIVAL, RELEASE
 from greenlane.streams.reference import countries
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, read_yaml
-from greenlane.streams.stages.routing import HOLD, INSPECT, RELEASE
-from greenlane.streams.stages.targeting import PRE_ARRIVAL
 
 L_RANDOM_SELECTION = "L_RANDOM_SELECTION"
 L_CAPACITY_DOWNGRADE = "L_CAPACITY_DOWNGRADE"

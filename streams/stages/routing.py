@@ -6,16 +6,17 @@ outcome, which also maps to a lane so targeting centres see both stages on the s
 
 from __future__ import annotations
 
-from greenlane.streams.stages.targeting import PRE_LOADING, SEVERITY, Thresholds
+from greenlane.streams.domain.vocabulary import (
+    HOLD,
+    INSPECT,
+    PLACI_ROUTE,
+    PRE_LOADING,
+    RELEASE,
+    SEVERITY,
+)
+from greenlane.streams.stages.targeting import Thresholds
 
-RELEASE, HOLD, INSPECT = "RELEASE", "HOLD", "INSPECT"
 ROUTE_TOPIC_ROLE = {RELEASE: "release", HOLD: "hold", INSPECT: "inspect"}
-PLACI_ROUTE = {
-    "ASSESSMENT_COMPLETE": RELEASE,
-    "REQUEST_FOR_INFORMATION": HOLD,
-    "HIGH_RISK_CARGO_SCREENING": INSPECT,
-    "DO_NOT_LOAD": INSPECT,
-}
 
 
 def route_for(

@@ -20,17 +20,15 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from greenlane.streams.domain.vocabulary import (
+    PLACI_OUTCOMES,
+    PRE_ARRIVAL,
+    PRE_LOADING,
+    SEVERITY,
+    STAGES,
+)
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, read_yaml
 
-PRE_LOADING = "PRE_LOADING"
-PRE_ARRIVAL = "PRE_ARRIVAL"
-STAGES = (PRE_LOADING, PRE_ARRIVAL)
-PLACI_OUTCOMES = (
-    "ASSESSMENT_COMPLETE",
-    "REQUEST_FOR_INFORMATION",
-    "HIGH_RISK_CARGO_SCREENING",
-    "DO_NOT_LOAD",
-)
 DEFAULT_FOLDER = SETTINGS_DIR / "targeting"
 # What a rule may force, and what that means at each stage (most severe wins).
 FORCE_AT_STAGE = {
@@ -42,15 +40,6 @@ FORCE_AT_STAGE = {
         PRE_LOADING: "HIGH_RISK_CARGO_SCREENING",
     },
     "DO_NOT_LOAD": {PRE_ARRIVAL: "INSPECT", PRE_LOADING: "DO_NOT_LOAD"},
-}
-SEVERITY = {
-    "RELEASE": 0,
-    "ASSESSMENT_COMPLETE": 0,
-    "HOLD": 1,
-    "REQUEST_FOR_INFORMATION": 1,
-    "INSPECT": 2,
-    "HIGH_RISK_CARGO_SCREENING": 2,
-    "DO_NOT_LOAD": 3,
 }
 log = logging.getLogger("greenlane.targeting")
 

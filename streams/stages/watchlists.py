@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 import yaml
 from rapidfuzz import fuzz, process
 
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING
 
 LISTS_DIR = SETTINGS_DIR / "lists"
 MATCHING_FILE = "matching.yaml"

@@ -17,10 +17,11 @@ from greenlane.models.stream import (
 )
 from greenlane.models.train import train
 from greenlane.streams.core.pipeline import Assessor, InboundMessage
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
 from greenlane.streams.stages import quality
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, load_targeting_rules
+from greenlane.streams.stages.targeting import load_targeting_rules
 from tests.factories import NOW_MS, item, pre_arrival
 
 SCHEMA = load_schema(schema_path("pre_arrival"))

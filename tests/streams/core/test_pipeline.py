@@ -5,10 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenlane.streams.core.pipeline import Assessor, InboundMessage, decision_id
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
 from greenlane.streams.stages import quality
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING, load_targeting_rules
+from greenlane.streams.stages.targeting import load_targeting_rules
 from tests.factories import NOW_MS, item, pre_arrival, pre_loading
 
 SCHEMAS = {

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greenlane.streams.domain.vocabulary import HOLD, INSPECT, PRE_ARRIVAL, PRE_LOADING, RELEASE
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError
 from greenlane.streams.stages.lanes import (
     L_CAPACITY_DOWNGRADE,
@@ -17,8 +18,6 @@ from greenlane.streams.stages.lanes import (
     is_random_pick,
     load_lane_settings,
 )
-from greenlane.streams.stages.routing import HOLD, INSPECT, RELEASE
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING
 
 NOW = 1_795_000_000_000
 SHIPPED = yaml.safe_load((SETTINGS_DIR / "lanes.yaml").read_text())

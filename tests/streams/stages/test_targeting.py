@@ -6,12 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.settings import ConfigError
 from greenlane.streams.stages.routing import route_for
 from greenlane.streams.stages.targeting import (
     DEFAULT_FOLDER,
-    PRE_ARRIVAL,
-    PRE_LOADING,
     FilingFacts,
     RuleBook,
     load_targeting_rules,

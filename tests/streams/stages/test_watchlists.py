@@ -6,8 +6,8 @@ import pytest
 import yaml
 from rapidfuzz import fuzz
 
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.settings import ConfigError
-from greenlane.streams.stages.targeting import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.stages.watchlists import (
     BRANDS_FILE,
     LISTS_DIR,
