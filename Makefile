@@ -11,10 +11,12 @@ INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := deploy/constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
 
 infra: venv
