@@ -360,7 +360,9 @@ def _read_pid(path: Path) -> int | None:
 def _alive(pid: int) -> bool:
     child = _CHILDREN.get(pid)
     if child is not None:
-        return child.poll() is None
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]  # reaped: from now on the pid may be someone else's
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -600,8 +602,9 @@ def _await(
             elapsed = time.monotonic() - starting.since
             progress(f"{svc.title} ready at {svc.endpoint} ({elapsed:.1f} s; log: {log})")
             return
-        if not _alive(starting.pid):
-            child = _CHILDREN.pop(starting.pid, None)
+        child = _CHILDREN.get(starting.pid)  # our child: its exit code, not just "gone"
+        if child.poll() is not None if child is not None else not _alive(starting.pid):
+            _CHILDREN.pop(starting.pid, None)
             code = f" with code {child.returncode}" if child is not None else ""
             raise InfraError(f"{svc.title} exited{code} before answering at {svc.endpoint}", log)
         if remaining <= 0:

@@ -222,6 +222,17 @@ def test_down_only_recorded_stops_only_what_the_record_names(
     assert any(f"stopping Kafka (pid {fake_kafka.pid})" in m for m in messages)
 
 
+def test_a_recycled_pid_of_an_exited_child_is_judged_afresh(
+    fake_kafka: subprocess.Popen[bytes], monkeypatch
+) -> None:
+    """pid_max wraps (32768 here): an old child's pid can later belong to a live process."""
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    monkeypatch.setitem(infra._CHILDREN, fake_kafka.pid, exited)
+    assert infra._alive(fake_kafka.pid)
+    assert fake_kafka.pid not in infra._CHILDREN
+
+
 def test_pid_file_of_someone_elses_process_is_stale(settings: Settings) -> None:
     """A recycled pid must never be signalled: only our command line counts."""
     stranger = subprocess.Popen(["sleep", "60"])
