@@ -7,7 +7,7 @@ DURATION ?= 0
 RATE ?= 2000
 INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
 
-.PHONY: venv infra stop run test unit bench lint clean
+.PHONY: venv infra stop run test unit bench bench-restart lint clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ unit: venv
 
 bench: infra
 	$(BIN)/greenlane bench
+
+# restart-to-ready and worker memory after 1,000,000 filings (about 10 minutes here)
+bench-restart: infra
+	$(BIN)/greenlane bench-restart
 
 lint: venv
 	$(BIN)/ruff check .

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from greenlane.streams.settings import ConfigError, settings
@@ -69,7 +70,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # One worker per core is the scale-out unit: the model's OpenMP threads would only fight
     # the event loop for the same cores (measured: 3.5 ms vs over 200 ms per predict on 2 cores).
     threadpool_limits(1)
-    app = create_app()
+    s = settings()
+    if args.data_dir:
+        s = replace(s, worker=replace(s.worker, data_dir=args.data_dir))
+    app = create_app(s)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=args.quiet)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record;
     # every debug call in aiokafka and Faust then builds a LogRecord: ~10% of the worker's CPU.
@@ -186,6 +190,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _cmd_bench_restart(args: argparse.Namespace) -> int:
+    from greenlane.streams.devtools.bench_restart import main as restart_main
+
+    return restart_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="greenlane",
@@ -231,7 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the stream worker (Faust)",
         description="Consumes the pre-loading and pre-arrival topics and publishes "
         "decisions, carrier responses and dead letters. Start more workers to "
-        "scale out: they share the partitions of the same consumer group.",
+        "scale out: they share the partitions of the same consumer group "
+        "(on one machine, give each its own --data-dir).",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="where this worker keeps its tables (default: [worker] data_dir); "
+        "two workers on one machine need two",
     )
     p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     p.add_argument("--quiet", action="store_true", help="no startup banner")
@@ -346,6 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="batch size of the Faust-ceiling agent (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_bench)
+    p = sub.add_parser(
+        "bench-restart",
+        help="measure restart-to-ready time and worker memory after a large backlog",
+        description="Preloads a backlog, lets one worker (RocksDB tables) drain it while its "
+        "resident memory is sampled, restarts it on the same table directory and times how "
+        "long until /ready answers 200. Prints one JSON object.",
+    )
+    p.add_argument(
+        "--count", type=int, default=1_000_000, help="backlog size (default: %(default)s)"
+    )
+    p.add_argument("--partitions", type=int, default=4, help="default: %(default)s")
+    p.add_argument("--seed", type=int, default=23, help="simulator seed (default: %(default)s)")
+    p.add_argument(
+        "--timeout", type=float, default=3600, help="drain timeout, s (default: %(default)s)"
+    )
+    p.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=15.0,
+        help="memory is sampled this long after the restart (default: %(default)s)",
+    )
+    p.add_argument("--keep-topics", action="store_true", help="do not delete the bench topics")
+    p.set_defaults(func=_cmd_bench_restart)
     p = sub.add_parser(
         "history",
         help="generate a synthetic labelled history of declarations",

@@ -2,8 +2,9 @@
 
 Everything between "bytes arrived" and "records to produce" happens here, without I/O beyond
 the (cached) schema lookup, so unit tests and the benchmark call exactly what the worker runs.
-The consignment link state (pre-loading <-> pre-arrival, by house waybill) is passed in as a
-mapping and the changes come back as ``link_updates``; the Faust agent owns the table.
+The tables (consignment links by house waybill, pattern state, decision summaries) come in as
+per-batch overlays (``domain.state.Overlay``): the core reads and writes them like mappings and
+the runtime commits what the overlay collected, once the batch is done.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from greenlane.models.feedback import summaries_from_decisions
 from greenlane.models.stream import ModelPart, StreamScorer
+from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING, SEVERITY
 from greenlane.streams.runtime.serde import DecodeFailure, WireDecoder
 from greenlane.streams.stages import quality
@@ -34,6 +36,7 @@ from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 Scored = tuple[float, list[dict], "str | None"]
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
+ASSESSMENT_FAILED = "ASSESSMENT_FAILED"
 # What a pre-arrival link entry keeps of its decision, to amend it later (split shipments).
 SUMMARY_FIELDS = (
     "message_id",
@@ -59,22 +62,16 @@ class InboundMessage:
 
 @dataclass(slots=True)
 class BatchOutcome:
-    """What one batch produces; the agent publishes it and applies ``link_updates``."""
+    """What one batch produces for the outside world; its state changes are in the overlays."""
 
     decisions: list[dict] = field(default_factory=list)
     responses: list[tuple[bytes | None, dict]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
-    # house waybill -> (changelog partition: that of the consignment's filing, new link entry)
-    link_updates: dict[str, tuple[int, dict]] = field(default_factory=dict)
     # split-shipment groups found in this batch (stages.patterns.PatternResult.split_groups)
     split_groups: list[dict] = field(default_factory=list)
     findings: Counter = field(default_factory=Counter)
     # index of the inbound message each decision came from (for latency)
     decision_sources: list[int] = field(default_factory=list)
-    # decision_id -> (changelog partition, what the feedback join needs), pre-arrival only
-    summaries: dict[str, tuple[int, dict]] = field(default_factory=dict)
-    # pattern-state key -> new value (None: deleted)
-    pattern_updates: dict[str, dict | None] = field(default_factory=dict)
 
 
 def dead_letter_record(
@@ -106,6 +103,20 @@ def dead_letter_record(
         "original_value": msg.value,
         "dead_lettered_at": now_ms,
     }
+
+
+def _absorb(
+    tables: Sequence[MutableMapping[str, dict] | None], trials: Sequence[Overlay | None]
+) -> None:
+    """Carry a successful trial's changes into the batch's tables (None deletes)."""
+    for table, trial in zip(tables, trials, strict=True):
+        if table is None or trial is None:
+            continue
+        for key, value in trial.changes().items():
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
 
 
 def tune_gc() -> None:
@@ -220,7 +231,6 @@ class Assessor:
             extra = [a + b for a, b in zip(extra, found.reasons, strict=True)]
             if out is not None:
                 out.split_groups.extend(found.split_groups)
-                out.pattern_updates.update({k: patterns.get(k) for k in found.changed_keys})
         merged: list[Scored] = []
         for (score, reasons, forced), more in zip(scores, extra, strict=True):
             if more:
@@ -242,14 +252,16 @@ class Assessor:
         self,
         stage: str,
         messages: Sequence[InboundMessage],
-        links: Mapping[str, dict],
+        links: MutableMapping[str, dict],
         now_ms: int,
         patterns: MutableMapping[str, dict] | None = None,
+        summaries: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """Decide every message of one stage; bad ones become dead letters, never exceptions.
 
-        ``links`` is read (changes come back in ``link_updates``); ``patterns``, the state of
-        the stateful fraud patterns, is updated in place (changed keys in ``pattern_updates``).
+        The tables are the batch's overlays: ``links`` (house waybill -> link entry) and, for
+        pre-arrival, ``patterns`` (the stateful fraud patterns; None: no stateful patterns)
+        and ``summaries`` (decision_id -> what the feedback join needs) are read and written.
         """
         out = BatchOutcome()
         decoded = self.decoders[stage].decode_batch([m.value for m in messages])
@@ -289,19 +301,11 @@ class Assessor:
                 usable.append((pos, record, report))
                 out.findings.update(f["code"] for f in report.findings)
 
-        local: dict[str, dict] = {}  # link entries changed earlier in this batch
-
-        def link_of(waybill: str) -> dict:
-            entry = local.get(waybill)
-            if entry is None:
-                entry = links.get(waybill) or {}
-            return entry
-
         other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
         facts = []
         entries = []
         for _pos, record, report in usable:
-            entry = link_of(record["house_waybill"])
+            entry = links.get(record["house_waybill"]) or {}
             entries.append(entry)
             other = entry.get(other_key)
             facts.append(
@@ -336,21 +340,16 @@ class Assessor:
             )
         ]
         decisions = self._allocate_lanes(decisions, now_ms)
-        if stage == PRE_ARRIVAL and decisions:
-            summaries = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
-            out.summaries = {
-                d["decision_id"]: (
-                    messages[pos].partition,
-                    summary | {"partition": messages[pos].partition},
-                )
-                for (pos, _, _), d, summary in zip(usable, decisions, summaries, strict=True)
-            }
+        if stage == PRE_ARRIVAL and decisions and summaries is not None:
+            made = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
+            for (pos, _, _), d, summary in zip(usable, decisions, made, strict=True):
+                summaries[d["decision_id"]] = summary | {"partition": messages[pos].partition}
 
         reassess: list[tuple[str, int, dict, dict]] = []
         for (pos, record, report), entry, decision in zip(usable, entries, decisions, strict=True):
             msg = messages[pos]
             waybill = record["house_waybill"]
-            entry = local.get(waybill, entry)
+            entry = links.get(waybill) or entry
             other = entry.get(other_key)
             self._emit(out, decision, pos, msg.key, now_ms)
             entry = dict(entry)
@@ -376,13 +375,52 @@ class Assessor:
             # for the retention sweep: event time (replays agree) and where the changelog lives
             entry["filed_at"] = max(entry.get("filed_at", 0), record["filing_time"])
             entry["partition"] = msg.partition
-            local[waybill] = entry
-            out.link_updates[waybill] = (msg.partition, entry)
+            links[waybill] = entry
         if reassess:
-            self._reassess(out, reassess, local, now_ms)
+            self._reassess(out, reassess, links, now_ms)
         for group in out.split_groups:
             for waybill in group["reassess"]:
-                self._flag_split_member(out, waybill, group, links, local, now_ms)
+                self._flag_split_member(out, waybill, group, links, now_ms)
+        return out
+
+    def assess_isolated(
+        self,
+        stage: str,
+        messages: Sequence[InboundMessage],
+        links: MutableMapping[str, dict],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None = None,
+        summaries: MutableMapping[str, dict] | None = None,
+    ) -> BatchOutcome:
+        """``assess``, except that a filing which breaks the assessment (a defect greenlane
+        did not foresee) is dead-lettered with the error instead of failing its whole batch.
+
+        The batch is tried on throw-away overlays; if it raises, it is redone filing by filing,
+        each on its own overlays, and only the filings that succeed change the tables.
+        """
+        tables = (links, patterns, summaries)
+        try:
+            trial = [Overlay(t) if t is not None else None for t in tables]
+            out = self.assess(stage, messages, trial[0], now_ms, trial[1], trial[2])
+        except Exception:
+            out = BatchOutcome()
+            for i, msg in enumerate(messages):
+                trial = [Overlay(t) if t is not None else None for t in tables]
+                try:
+                    one = self.assess(stage, [msg], trial[0], now_ms, trial[1], trial[2])
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}"[:500]
+                    self._dead_letter(out, stage, msg, ASSESSMENT_FAILED, why, None, None, now_ms)
+                    continue
+                _absorb(tables, trial)
+                out.decisions += one.decisions
+                out.decision_sources += [i + pos for pos in one.decision_sources]
+                out.responses += one.responses
+                out.dead_letters += one.dead_letters
+                out.split_groups += one.split_groups
+                out.findings.update(one.findings)
+            return out
+        _absorb(tables, trial)
         return out
 
     def _flag_split_member(
@@ -390,8 +428,7 @@ class Assessor:
         out: BatchOutcome,
         waybill: str,
         group: dict,
-        links: Mapping[str, dict],
-        local: dict[str, dict],
+        links: MutableMapping[str, dict],
         now_ms: int,
     ) -> None:
         """Amend the decision of an earlier consignment that a split-shipment group now includes.
@@ -399,7 +436,7 @@ class Assessor:
         The new revision adds the group's reason to the earlier score and never lowers the lane.
         Only consignments whose link entry this worker holds can be amended (see README).
         """
-        entry = local.get(waybill) or links.get(waybill)
+        entry = links.get(waybill)
         arrival = (entry or {}).get("pre_arrival")
         if not arrival or "summary" not in arrival:
             return
@@ -445,15 +482,13 @@ class Assessor:
             revision=revision,
             summary=summary,
         )
-        entry = dict(entry, pre_arrival=updated)
-        local[waybill] = entry
-        out.link_updates[waybill] = (partition, entry)
+        links[waybill] = dict(entry, pre_arrival=updated)
 
     def _reassess(
         self,
         out: BatchOutcome,
         pending: list[tuple[str, int, dict, dict]],
-        local: dict[str, dict],
+        links: MutableMapping[str, dict],
         now_ms: int,
     ) -> None:
         """Re-assess pre-arrival declarations that came before their pre-loading filing.
@@ -510,9 +545,7 @@ class Assessor:
                     route=decision["route"],
                     revision=decision["revision"],
                 )
-            entry = dict(local[waybill], pre_arrival=updated)
-            local[waybill] = entry
-            out.link_updates[waybill] = (out.link_updates[waybill][0], entry)
+            links[waybill] = dict(links[waybill], pre_arrival=updated)
 
     def _decision(
         self,

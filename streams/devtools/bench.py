@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -143,10 +144,7 @@ def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> di
 
 
 def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides: str) -> Path:
-    ours = (
-        f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'
-        f'data_dir = "{tempfile.mkdtemp(prefix="greenlane-bench-worker-")}"\n'
-    )
+    ours = f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'  # tables: --data-dir
     if "[worker]" in overrides:
         text = overrides.replace("[worker]", "[worker]\n" + ours, 1)
     else:
@@ -289,9 +287,16 @@ def main(args: argparse.Namespace) -> int:
         ["--no-uvloop"] if args.no_uvloop else []
     )
     with worker_log.open("wb") as fh:  # N workers in one consumer group: Kafka's scale-out
+        # each with its own table directory, as on separate machines
+        data_dirs = [tempfile.mkdtemp(prefix=f"greenlane-bench-w{i}-") for i in range(args.workers)]
         workers = [
-            subprocess.Popen(command, env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
-            for _ in range(args.workers)
+            subprocess.Popen(
+                [*command, "--data-dir", data_dir],
+                env=worker_env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+            for data_dir in data_dirs
         ]
     try:
         count, first, last = _drain_responses(s, expected, timeout=1800, workers=workers)
@@ -318,6 +323,8 @@ def main(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
         settings_file.unlink(missing_ok=True)
+        for data_dir in data_dirs:
+            shutil.rmtree(data_dir, ignore_errors=True)
         if not args.keep_topics:
             _delete_topics(s, app_id)
     result = {

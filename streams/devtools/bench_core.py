@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from greenlane.streams.core.pipeline import Assessor, InboundMessage, tune_gc
 from greenlane.streams.devtools.simulator import generate
+from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
@@ -102,14 +103,23 @@ def _stage_costs(
             ),
             n,
         )
-    links: dict = {}
-    state: dict = {}
+    tables: dict[str, dict] = {"links": {}, "patterns": {}, "summaries": {}}
     results = []
 
     def run_all() -> None:
-        for b in batches:
-            o = assessor.assess(stage, b, links, NOW_MS, state if stage == PRE_ARRIVAL else None)
-            links.update({k: v for k, (_, v) in o.link_updates.items()})
+        for b in batches:  # through per-batch overlays, committed to dicts, as the worker does
+            view = {name: Overlay(table) for name, table in tables.items()}
+            arrival = stage == PRE_ARRIVAL
+            o = assessor.assess(
+                stage,
+                b,
+                view["links"],
+                NOW_MS,
+                view["patterns"] if arrival else None,
+                view["summaries"] if arrival else None,
+            )
+            for name, overlay in view.items():
+                tables[name].update(overlay.changes())
             results.append(o)
 
     figures["whole_batch_core"] = _per_filing(run_all, n)

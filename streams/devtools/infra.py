@@ -49,6 +49,8 @@ Progress = Callable[[str], None]
 _QUIET = logging.getLogger(
     "greenlane.streams.devtools.infra.librdkafka"
 )  # keeps librdkafka off stderr
+CMDLINE_CHECKS = 10
+CMDLINE_RECHECK_SECONDS = 0.05
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped, not zombies
 
 
@@ -376,14 +378,23 @@ def _alive(pid: int) -> bool:
 
 
 def _is_ours(pid: int, markers: tuple[str, ...]) -> bool:
-    """Alive and started from this home (a recycled pid belongs to someone else)."""
-    if not _alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return True  # no /proc (macOS): trust the pid file
-    return all(marker in cmdline for marker in markers)
+    """Alive and started from this home (a recycled pid belongs to someone else).
+
+    A process caught in the middle of exec shows an empty or its parent's command line for a
+    moment, so a mismatch is looked at again for a little while before the pid is disowned.
+    """
+    for attempt in range(CMDLINE_CHECKS):
+        if not _alive(pid):
+            return False
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return True  # no /proc (macOS): trust the pid file
+        if all(marker in raw.replace(b"\0", b" ").decode(errors="replace") for marker in markers):
+            return True
+        if attempt + 1 < CMDLINE_CHECKS:
+            time.sleep(CMDLINE_RECHECK_SECONDS)
+    return False
 
 
 def _our_pid(name: str, layout: Layout, progress: Progress | None = None) -> int | None:

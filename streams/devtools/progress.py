@@ -6,6 +6,7 @@ Grafana, and proves the endpoint works on every run.
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from collections import defaultdict
 
@@ -26,6 +27,18 @@ def scrape(url: str, timeout: float = 2.0) -> dict[str, dict[tuple, float]]:
         for sample in family.samples:
             out[sample.name][tuple(sorted(sample.labels.items()))] = sample.value
     return out
+
+
+def readiness(metrics_url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """The worker's /ready answer next to its /metrics: (ready, reason)."""
+    url = metrics_url.rsplit("/", 1)[0] + "/ready"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200, resp.read().decode().strip()
+    except urllib.error.HTTPError as exc:
+        return False, exc.read().decode().strip()
+    except OSError as exc:
+        return False, f"not answering ({exc})"
 
 
 def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:

@@ -1,9 +1,11 @@
 """The Faust worker: thin agents around the batch core.
 
-Each filing topic has one agent that takes micro-batches (``take_events`` with a ``within``
-bound), hands them to ``Assessor.assess`` and publishes the outcome with one confluent-kafka
-producer. The batch is acknowledged (offsets committed) only after the broker confirmed every
-output, so a crash replays the batch: at-least-once, recognisable by deterministic ids.
+Each filing topic has one agent that takes micro-batches (``noack_take`` with a ``within``
+bound), gives them with per-batch overlays of the tables to ``Assessor.assess_isolated``,
+commits the overlays (runtime.state), publishes the outcome (runtime.publisher) and leaves the
+acknowledgement to its checkpoint (runtime.checkpoint): offsets are committed only after the
+broker confirmed every output and changelog record of the batch, so a crash replays the batch:
+at-least-once, recognisable by deterministic ids.
 
 Outputs go through confluent-kafka rather than Faust's per-message ``send`` because the
 latter costs an await and a future per record, which is the very per-event overhead that
@@ -13,17 +15,15 @@ limits a Python stream processor.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
-import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka import KafkaException, Producer
 
 from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
@@ -33,13 +33,22 @@ from greenlane.streams.core.pipeline import (
     InboundMessage,
     dead_letter_record,
 )
+from greenlane.streams.core.retention import forget_stale
+from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime import admin, metrics
-from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
+from greenlane.streams.runtime.checkpoint import Checkpoint
+from greenlane.streams.runtime.publisher import Publisher
+from greenlane.streams.runtime.serde import WireDecoder, load_schema
+from greenlane.streams.runtime.state import (
+    TableState,
+    by_filing_partition,
+    by_key_hash,
+    worker_ready,
+)
 from greenlane.streams.settings import Settings, schema_path, settings
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.patterns import expire_state
-from greenlane.streams.stages.routing import ROUTE_TOPIC_ROLE
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 
 log = logging.getLogger("greenlane.worker")
@@ -51,70 +60,8 @@ SUMMARY_TABLE = "decision_summaries"
 PATTERN_EXPIRY_SECONDS = 300.0
 DRIFT_EXPORT_SECONDS = 15.0
 RETENTION_SWEEP_SECONDS = 600.0
-
-
-class Publisher:
-    """Publishes a batch outcome and waits until the broker has confirmed all of it."""
-
-    def __init__(self, s: Settings, schema_ids: dict[str, int]) -> None:
-        self.producer = Producer(
-            {
-                "bootstrap.servers": s.bootstrap_servers,
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "enable.idempotence": True,
-                "queue.buffering.max.messages": 1_000_000,
-            }
-        )
-        self.topics = s.topics
-        self.encoders = {
-            role: WireEncoder(load_schema(schema_path(role)), schema_ids[role])
-            for role in ("release", "carrier_response", "dead_letter")
-        }
-        self.decision_topic = {
-            route: self.topics.name(role) for route, role in ROUTE_TOPIC_ROLE.items()
-        }
-        self.errors: list[str] = []
-
-    def _on_delivery(self, err, _msg) -> None:
-        if err is not None:
-            self.errors.append(str(err))
-
-    def produce(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1
-    ) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, partition, on_delivery=self._on_delivery)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def enqueue(self, outcome: BatchOutcome) -> None:
-        encode_decision = self.encoders["release"].encode  # one schema for lanes and referrals
-        for d in outcome.decisions:
-            value = encode_decision(d)
-            key = d["house_waybill"].encode()
-            self.produce(self.decision_topic[d["route"]], key, value)
-            for agency in d["referrals"]:
-                self.produce(self.topics.referral(agency), key, value)
-        encode = self.encoders["carrier_response"].encode
-        topic = self.topics.name("carrier_response")
-        for key, r in outcome.responses:
-            self.produce(topic, key, encode(r))
-        encode = self.encoders["dead_letter"].encode
-        topic = self.topics.name("dead_letter")
-        for key, dl in outcome.dead_letters:
-            self.produce(topic, key, encode(dl))
-
-    def confirm(self, timeout: float = 60.0) -> None:
-        """Block until every enqueued record is delivered; raise if any was not."""
-        remaining = self.producer.flush(timeout)
-        if remaining or self.errors:
-            errors, self.errors = self.errors[:5], []
-            raise KafkaException(
-                f"{remaining} outputs undelivered after {timeout}s; errors: {errors}"
-            )
+TABLE_SIZE_SECONDS = 10.0
+DAY_MS = 86_400_000
 
 
 def inbound(events: Sequence) -> list[InboundMessage]:
@@ -125,8 +72,14 @@ def inbound(events: Sequence) -> list[InboundMessage]:
 
 
 def record_metrics(
-    stage: str, outcome: BatchOutcome, started: float, messages: list[InboundMessage]
+    stage: str,
+    outcome: BatchOutcome,
+    started: float,
+    messages: list[InboundMessage],
+    consumed: Any,
 ) -> None:
+    """A batch's figures, once the broker confirmed it (latency is to confirmation)."""
+    consumed.inc(len(messages))
     done_ms = time.time() * 1000
     metrics.BATCH_SIZE.labels(stage).observe(len(messages))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
@@ -149,52 +102,14 @@ def record_metrics(
         metrics.CARRIER_RESPONSES.labels(r["status"]).inc()
 
 
-def write_changelog(table, publisher: Publisher, updates: Iterable[tuple[str, Any, int]]) -> None:
-    """Store entries and write their changelog records in one go (None deletes a key).
-
-    This is what ``table[key] = value`` does (store, then a changelog record in a partition),
-    minus Faust's per-record producer future: that path cost more than the whole assessment.
-    The changelog format is Faust's own (JSON key and value, null to delete), so Faust recovers
-    the table from it as usual after a rebalance or restart.
-    """
-    store = table.data
-    topic = table.changelog_topic_name
-    produce = publisher.produce
-    for key, value, partition in updates:
-        if value is None:
-            store.pop(key, None)
-            produce(topic, json.dumps(key).encode(), None, partition)
-        else:
-            store[key] = value
-            produce(topic, json.dumps(key).encode(), json.dumps(value).encode(), partition)
-
-
-def stale_entries(
-    store: Mapping[str, Any], time_field: str, older_than_ms: int
-) -> list[tuple[str, None, int]]:
-    """Deletions (key, None, changelog partition) for entries filed before ``older_than_ms``."""
-    return [
-        (key, None, entry["partition"])
-        for key, entry in list(store.items())
-        if isinstance(entry, dict)
-        and "partition" in entry
-        and entry.get(time_field, older_than_ms) < older_than_ms
-    ]
-
-
-def partitioned(updates: dict[str, tuple[int, Any]]) -> Iterator[tuple[str, Any, int]]:
-    """Entries keyed by consignment (links, decision summaries) go to the changelog partition
-    of the filing that changed them: the one Faust restores with that filing's partition."""
-    for key, (partition, value) in updates.items():
-        yield key, value, partition
-
-
-def pattern_changes(updates: dict[str, Any], partitions: int) -> Iterator[tuple[str, Any, int]]:
-    """Pattern state is keyed by consignee, seller, HS6 or carrier, not by waybill: a stable
-    hash spreads it over the changelog partitions (one worker restores all of it; with several,
-    each restores a share: see the README on partitioning)."""
-    for key, value in updates.items():
-        yield key, value, zlib.crc32(key.encode()) % partitions
+def record_outcome_metrics(
+    consumed: Any, n: int, joined: int, dead: list[tuple[bytes | None, dict]]
+) -> None:
+    consumed.inc(n)
+    metrics.OUTCOMES.labels("joined").inc(joined)
+    for _, d in dead:
+        metrics.DEAD_LETTERS.labels(d["error_code"]).inc()
+        metrics.OUTCOMES.labels("dead_lettered").inc()
 
 
 def outcome_dead_letter(
@@ -205,9 +120,11 @@ def outcome_dead_letter(
 
 
 def create_app(s: Settings | None = None) -> faust.App:
-    """Build the worker app: one batch agent per filing topic and the consignment link table."""
+    """Build the worker app: one batch agent per filing topic, the feedback join, the tables."""
     s = s or settings()
-    datadir = Path(os.path.expanduser(s.worker.data_dir))
+    # one directory per application id: two apps on one machine never share a table file
+    datadir = Path(os.path.expanduser(s.worker.data_dir)) / s.worker.app_id
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         s.worker.app_id,
         broker=f"kafka://{s.bootstrap_servers}",
@@ -216,7 +133,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         web_enabled=False,
         topic_partitions=s.topics.partitions,
         topic_replication_factor=s.topics.replication_factor,
-        # JSON for the link table's changelog; the filing topics below are read as raw bytes.
+        # JSON for the tables' changelogs; the filing topics below are read as raw bytes.
         key_serializer="json",
         value_serializer="json",
         consumer_auto_offset_reset="earliest",
@@ -224,10 +141,20 @@ def create_app(s: Settings | None = None) -> faust.App:
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max),
         table_cleanup_interval=60.0,
     )
-    links = app.Table(LINK_TABLE, default=None, partitions=s.topics.partitions)
-    patterns = app.Table(PATTERN_TABLE, default=None, partitions=s.topics.partitions)
+    rocksdb = {
+        "block_cache_size": s.worker.rocksdb_block_cache_mb << 20,
+        "write_buffer_size": s.worker.rocksdb_write_buffer_mb << 20,
+        "max_write_buffer_number": 2,
+    }
+
+    def table(name: str) -> faust.Table:
+        return app.Table(name, default=None, partitions=s.topics.partitions, options=rocksdb)
+
+    links = TableState(table(LINK_TABLE), by_filing_partition, movable=True)
+    patterns = TableState(table(PATTERN_TABLE), by_key_hash(s.topics.partitions))
     # decision_id -> what the feedback join needs, until the inspection outcome arrives
-    summaries = app.Table(SUMMARY_TABLE, default=None, partitions=s.topics.partitions)
+    summaries = TableState(table(SUMMARY_TABLE), by_filing_partition)
+    tables = (links, patterns, summaries)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
@@ -249,41 +176,44 @@ def create_app(s: Settings | None = None) -> faust.App:
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
 
+    async def commit_sweep(what: str, changed: list[tuple[TableState, Overlay]]) -> None:
+        """A timer's deletions: committed and confirmed (nothing to acknowledge)."""
+        batch = publisher.begin()
+        for state, view in changed:
+            state.commit(view.changes(), batch)
+        try:
+            await (await batch.send())
+        except Exception as exc:  # the entries are deleted locally; the next sweep retries
+            log.warning("%s: changelog not confirmed: %s", what, exc)
+
     @app.timer(PATTERN_EXPIRY_SECONDS)
     async def expire_patterns() -> None:
         """Forget pattern state older than its window (tombstones in the changelog)."""
-        gone = expire_state(patterns.data, int(time.time() * 1000), assessor.pattern_settings)
-        if gone:
-            write_changelog(
-                patterns, publisher, pattern_changes(dict.fromkeys(gone), s.topics.partitions)
-            )
-            await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
+        view = Overlay(patterns.view())
+        if expire_state(view, int(time.time() * 1000), assessor.pattern_settings):
+            await commit_sweep("pattern expiry", [(patterns, view)])
 
     @app.timer(RETENTION_SWEEP_SECONDS)
     async def forget_old_consignments() -> None:
         """Bounded tables: links and decision summaries past their retention are deleted."""
         now_ms = int(time.time() * 1000)
-        day_ms = 86_400_000
-        gone = [
-            (
-                links,
-                stale_entries(
-                    links.data, "filed_at", now_ms - int(s.worker.link_retention_days * day_ms)
-                ),
-            ),
-            (
-                summaries,
-                stale_entries(
-                    summaries.data,
-                    "filing_time",
-                    now_ms - int(s.worker.summary_retention_days * day_ms),
-                ),
-            ),
-        ]
-        for table, deletions in gone:
-            write_changelog(table, publisher, deletions)
-        if any(deletions for _, deletions in gone):
-            await asyncio.get_running_loop().run_in_executor(None, publisher.confirm)
+        swept = []
+        for state, field, days in (
+            (links, "filed_at", s.worker.link_retention_days),
+            (summaries, "filing_time", s.worker.summary_retention_days),
+        ):
+            view = Overlay(state.view())
+            if forget_stale(view, field, now_ms - int(days * DAY_MS)):
+                swept.append((state, view))
+        if swept:
+            await commit_sweep("retention sweep", swept)
+
+    @app.timer(TABLE_SIZE_SECONDS)
+    async def export_table_sizes() -> None:
+        for state in tables:
+            entries, size = state.size()
+            metrics.TABLE_ENTRIES.labels(state.name).set(entries)
+            metrics.TABLE_BYTES.labels(state.name).set(size)
 
     @app.timer(DRIFT_EXPORT_SECONDS)
     async def export_drift() -> None:
@@ -292,48 +222,61 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     @app.task
     async def serve_metrics() -> None:
-        metrics.serve(s.worker.metrics_host, s.worker.metrics_port)
+        metrics.serve(s.worker.metrics_host, s.worker.metrics_port, lambda: worker_ready(app))
         log.info(
-            "greenlane worker started; metrics on http://%s:%s/metrics",
+            "greenlane worker started; metrics on http://%s:%s/metrics, readiness on /ready",
             s.worker.metrics_host,
             s.worker.metrics_port,
         )
+
+    async def stop_worker(exc: Exception) -> None:
+        """A batch could not be handled: stop the worker rather than let Faust's supervisor
+        restart the agent past the unacknowledged batch (re-read only after a restart, while
+        later batches would be acknowledged around it)."""
+        log.exception("agent failed; stopping the worker so its batch is re-read", exc_info=exc)
+        await app.crash(exc)
 
     def stage_agent(stage: str):
         topic = app.topic(
             s.topics.name(STAGE_TOPIC_ROLE[stage]), key_serializer="raw", value_serializer="raw"
         )
         consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
+        arrival = stage == PRE_ARRIVAL
 
         async def assess(stream):
-            loop = asyncio.get_running_loop()
-            async for events in stream.take_events(
+            checkpoint = Checkpoint(stream.ack, app.crash, f"assess {stage}")
+            async for events in stream.noack_take(
                 s.worker.batch_max, within=s.worker.batch_within_seconds
             ):
-                started = time.perf_counter()
-                rulebook.refresh()  # a time check; re-reads the profiles only when they changed
-                if scorer.refresh():
-                    metrics.MODEL_INFO.info({"version": scorer.version or "none"})
-                messages = inbound(events)
-                outcome = assessor.assess(
-                    stage,
-                    messages,
-                    links.data,
-                    int(time.time() * 1000),
-                    patterns.data if stage == PRE_ARRIVAL else None,
-                )
-                # Before the first await: the other stage's agent must see these links.
-                write_changelog(links, publisher, partitioned(outcome.link_updates))
-                write_changelog(
-                    patterns,
-                    publisher,
-                    pattern_changes(outcome.pattern_updates, s.topics.partitions),
-                )
-                write_changelog(summaries, publisher, partitioned(outcome.summaries))
-                publisher.enqueue(outcome)
-                await loop.run_in_executor(None, publisher.confirm)
-                consumed.inc(len(events))
-                record_metrics(stage, outcome, started, messages)
+                try:
+                    await handle(events, checkpoint)
+                except Exception as exc:
+                    await stop_worker(exc)
+                    raise
+
+        async def handle(events: Sequence, checkpoint: Checkpoint) -> None:
+            started = time.perf_counter()
+            rulebook.refresh()  # a time check; re-reads the profiles only when they changed
+            if scorer.refresh():
+                metrics.MODEL_INFO.info({"version": scorer.version or "none"})
+            messages = inbound(events)
+            views = [Overlay(state.view()) for state in tables]
+            outcome = assessor.assess_isolated(
+                stage,
+                messages,
+                views[0],
+                int(time.time() * 1000),
+                views[1] if arrival else None,
+                views[2] if arrival else None,
+            )
+            # Before the first await: the other stage's agent must see these links.
+            batch = publisher.begin()
+            for state, view in zip(tables, views, strict=True):
+                state.commit(view.changes(), batch)
+            batch.outcome(outcome)
+            confirmed = await batch.send()
+            then = partial(record_metrics, stage, outcome, started, messages, consumed)
+            await checkpoint.after(events, confirmed, then)
 
         assess.__name__ = f"assess_{stage.lower()}"
         return app.agent(topic, name=f"greenlane.assess.{stage.lower()}")(assess)
@@ -350,30 +293,37 @@ def create_app(s: Settings | None = None) -> faust.App:
     @app.agent(outcomes_topic, name="greenlane.feedback.outcomes")
     async def join_inspection_outcomes(stream):
         """Officers' findings joined to their decisions: the model's labelled history."""
+        checkpoint = Checkpoint(stream.ack, app.crash, "inspection outcomes")
+        consumed = metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name())
+        async for events in stream.noack_take(s.worker.batch_max, within=1.0):
+            try:
+                await join(events, checkpoint, consumed)
+            except Exception as exc:
+                await stop_worker(exc)
+                raise
+
+    async def join(events: Sequence, checkpoint: Checkpoint, consumed: Any) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(s.worker.batch_max, within=1.0):
-            messages = inbound(events)
-            now_ms = int(time.time() * 1000)
-            decoded = outcome_decoder.decode_batch([m.value for m in messages])
-            outcomes, dead, source = [], [], {}
-            for msg, item in zip(messages, decoded, strict=True):
-                if isinstance(item, dict):
-                    outcomes.append(item)
-                    source[id(item)] = msg
-                else:
-                    dead.append(outcome_dead_letter(msg, item.error_code, item.message, now_ms))
-            rows, unmatched = join_outcomes(outcomes, summaries.data, assessor.rates)
-            for u in unmatched:
-                msg = source[id(u["outcome"])]
-                dead.append(outcome_dead_letter(msg, f"OUTCOME_{u['reason']}", u["detail"], now_ms))
-            if rows:  # Parquet part files: off the event loop
-                await loop.run_in_executor(None, history.append, rows)
-            publisher.enqueue(BatchOutcome(dead_letters=dead))
-            await loop.run_in_executor(None, publisher.confirm)
-            metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name()).inc(len(events))
-            metrics.OUTCOMES.labels("joined").inc(len(rows))
-            for _, d in dead:
-                metrics.DEAD_LETTERS.labels(d["error_code"]).inc()
-                metrics.OUTCOMES.labels("dead_lettered").inc()
+        messages = inbound(events)
+        now_ms = int(time.time() * 1000)
+        decoded = outcome_decoder.decode_batch([m.value for m in messages])
+        outcomes, dead, source = [], [], {}
+        for msg, item in zip(messages, decoded, strict=True):
+            if isinstance(item, dict):
+                outcomes.append(item)
+                source[id(item)] = msg
+            else:
+                dead.append(outcome_dead_letter(msg, item.error_code, item.message, now_ms))
+        rows, unmatched = join_outcomes(outcomes, summaries.view(), assessor.rates)
+        for u in unmatched:
+            msg = source[id(u["outcome"])]
+            dead.append(outcome_dead_letter(msg, f"OUTCOME_{u['reason']}", u["detail"], now_ms))
+        if rows:  # Parquet part files: off the event loop
+            await loop.run_in_executor(None, history.append, rows)
+        batch = publisher.begin()
+        batch.outcome(BatchOutcome(dead_letters=dead))
+        confirmed = await batch.send()
+        then = partial(record_outcome_metrics, consumed, len(events), len(rows), dead)
+        await checkpoint.after(events, confirmed, then)
 
     return app

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 MESSAGES_CONSUMED = Counter(
     "greenlane_messages_consumed", "Messages read from the filing topics.", ["topic"]
@@ -72,6 +84,16 @@ MODEL_SCORE_PSI = Gauge(
     "greenlane_model_score_psi",
     "Population stability index of the model's scores against the training window.",
 )
+TABLE_ENTRIES = Gauge(
+    "greenlane_table_entries",
+    "Entries in a worker table on this worker's partitions (RocksDB: its estimate).",
+    ["table"],
+)
+TABLE_BYTES = Gauge(
+    "greenlane_table_bytes",
+    "Size of a worker table on this worker's partitions (RocksDB: live data and memtables).",
+    ["table"],
+)
 MODEL_INFO = Info("greenlane_risk_model", "The risk model version in force (none: rules only).")
 PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
 
@@ -83,7 +105,39 @@ def export_drift(monitor) -> None:
     MODEL_SCORE_PSI.set(monitor.score_psi())
 
 
-def serve(host: str, port: int) -> None:
-    """Expose /metrics; port 0 leaves metrics off."""
-    if port:
-        start_http_server(port, addr=host)
+Readiness = Callable[[], tuple[bool, str]]
+
+
+def serve(host: str, port: int, ready: Readiness | None = None) -> ThreadingHTTPServer | None:
+    """Serve /metrics, /ready (200 only when ``ready`` says so, else 503 with the reason) and
+    /live on a daemon thread; port 0 leaves the endpoint off."""
+    if not port:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/ready":
+                ok, why = ready() if ready is not None else (True, "ready")
+                self._reply(200 if ok else 503, f"{why}\n".encode())
+            elif path == "/live":
+                self._reply(200, b"alive\n")
+            else:
+                self._reply(404, b"try /metrics, /ready or /live\n")
+
+        def _reply(self, code: int, body: bytes, kind: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:  # scrapes are not worth a log line each
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="greenlane-metrics", daemon=True).start()
+    return server

@@ -78,6 +78,8 @@ class Worker:
     summary_retention_days: float
     data_dir: str
     table_store: str
+    rocksdb_block_cache_mb: int
+    rocksdb_write_buffer_mb: int
 
     @property
     def targeting_path(self) -> Path | None:
@@ -199,6 +201,13 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         raise ConfigError(f"{where}: missing section or key {exc}") from exc
     if topics.partitions < 1 or topics.replication_factor < 1:
         raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
+    if worker.table_store not in ("rocksdb://", "memory://"):
+        raise ConfigError(
+            f'{where}: [worker] table_store must be "rocksdb://" or "memory://", '
+            f"not {worker.table_store!r}"
+        )
+    if worker.rocksdb_block_cache_mb < 1 or worker.rocksdb_write_buffer_mb < 1:
+        raise ConfigError(f"{where}: [worker] rocksdb_*_mb must be >= 1")
     if worker.batch_max < 1 or worker.batch_within_seconds <= 0:
         raise ConfigError(f"{where}: [worker] batch_max must be >= 1 and batch_within_seconds > 0")
     return Settings(

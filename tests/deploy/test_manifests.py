@@ -416,7 +416,11 @@ def test_k8s_worker_deployment(
     ports = {p["name"]: p["containerPort"] for p in worker["ports"]}
     assert ports["metrics"] == settings.worker.metrics_port
     probe = worker["readinessProbe"]["httpGet"]
-    assert probe["path"] == "/metrics" and ports[probe["port"]] == settings.worker.metrics_port
+    assert probe["path"] == "/ready" and ports[probe["port"]] == settings.worker.metrics_port
+    # the RocksDB tables sit on a volume at [worker] data_dir (the image user's home)
+    data_dir = settings.worker.data_dir.replace("~", "/home/greenlane", 1)
+    [mount] = [m for m in worker["volumeMounts"] if m["mountPath"] == data_dir]
+    assert mount["name"] in {v["name"] for v in pod["volumes"]}
     assert "memory" in worker["resources"]["limits"] and worker["resources"]["requests"]
     (init,) = pod["initContainers"]
     assert init["args"] == ["topics", "create"]

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from greenlane.streams.devtools.progress import scrape
+from greenlane.streams.devtools.progress import readiness
 from greenlane.streams.runtime import admin
 from greenlane.streams.runtime.serde import WireDecoder, load_schema
 from greenlane.streams.settings import Settings, load_settings, schema_path
@@ -45,7 +45,7 @@ class Harness:
     worker: subprocess.Popen | None = None
 
     def start_worker(self) -> None:
-        """Start a worker process and wait until it serves metrics."""
+        """Start a worker process and wait until it says it is ready (/ready)."""
         with self.log.open("ab") as fh:
             self.worker = subprocess.Popen(
                 [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"],
@@ -54,7 +54,7 @@ class Harness:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 60
-        while not scrape(self.metrics_url):
+        while not readiness(self.metrics_url)[0]:
             if self.worker.poll() is not None or time.monotonic() > deadline:
                 self.stop_worker()
                 pytest.fail(f"worker did not start; log:\n{self.log.read_text()[-3000:]}")

@@ -1,6 +1,9 @@
-"""The link table is rebuilt from its changelog when a worker restarts."""
+"""A restarted worker still knows its links: from its disk, or else from the changelog."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,7 @@ def test_a_restarted_worker_still_links_filings_decided_before_the_restart(harne
     harness.read(DECISIONS, lambda rs: {r["house_waybill"] for r in rs} >= {risky, plain})
 
     harness.stop_worker()
-    harness.start_worker()  # in-memory store: everything it knows comes from the changelog
+    harness.start_worker()  # its tables are on disk; only what is newer comes from the changelog
 
     harness.send("pre_arrival", [arrival(risky), arrival(plain)])
     recs = harness.read(
@@ -36,3 +39,25 @@ def test_a_restarted_worker_still_links_filings_decided_before_the_restart(harne
         r for r in recs if r["stage"] == "PRE_LOADING" and r["house_waybill"] in (risky, plain)
     ]
     assert len(pre_loadings) == 2
+
+
+def test_a_worker_on_a_fresh_disk_rebuilds_its_tables_from_the_changelog(harness):
+    """RocksDB keeps the tables across restarts; losing the disk (a new pod, a new machine)
+    costs a recovery from the changelog, not the links."""
+    [risky] = waybills(1)
+    harness.send("pre_loading", [risky_pre_loading(risky)])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == risky for r in rs))
+
+    harness.stop_worker()
+    data = Path(harness.settings.worker.data_dir)
+    assert list(data.glob("**/*.db")), "the worker's tables should be on disk (RocksDB)"
+    shutil.rmtree(data)
+    harness.start_worker()
+
+    harness.send("pre_arrival", [arrival(risky)])
+    recs = harness.read(
+        DECISIONS,
+        lambda rs: any(r["stage"] == "PRE_ARRIVAL" and r["house_waybill"] == risky for r in rs),
+    )
+    [decided] = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["house_waybill"] == risky]
+    assert decided["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import struct
+import time
 import uuid
 
 import pytest
 
-from greenlane.streams.devtools.progress import scrape, total
+from greenlane.streams.devtools.progress import readiness, scrape, total
 from greenlane.streams.stages.lanes import is_random_pick, load_lane_settings
 from tests.factories import item, party, pre_arrival, pre_loading
 
@@ -158,6 +159,24 @@ def test_metrics_endpoint_reports_the_traffic(harness):
     assert total(samples, "greenlane_carrier_responses_total", status="ACCEPTED") >= 1
     for labels in samples.get("greenlane_decisions_total", {}):
         assert {k for k, _ in labels} == {"stage", "route"}  # no per-shipment labels
+    assert readiness(harness.metrics_url) == (True, "ready")
+
+
+def test_table_sizes_are_exported_for_each_table(harness):
+    [w] = waybills(1)
+    harness.send("pre_loading", [pre_loading(w)])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+    deadline = time.monotonic() + 30  # the gauges are refreshed every 10 s
+    while True:
+        samples = scrape(harness.metrics_url)
+        entries = samples.get("greenlane_table_entries", {})
+        if total(samples, "greenlane_table_entries", table="consignment_links") >= 1:
+            break
+        assert time.monotonic() < deadline, f"no link table size after 30 s: {entries}"
+        time.sleep(1)
+    tables = {dict(labels)["table"] for labels in entries}
+    assert tables == {"consignment_links", "pattern_state", "decision_summaries"}
+    assert total(samples, "greenlane_table_bytes", table="consignment_links") > 0
 
 
 def test_referred_consignments_are_copied_to_the_agency_topic_with_the_route_unchanged(harness):

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenlane.streams.core.pipeline import Assessor, InboundMessage, decision_id
+from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
@@ -48,11 +49,14 @@ def raw(stage, value, offset=0, key=b"K"):
 
 def test_every_filing_gets_exactly_one_decision_and_one_response(assessor):
     recs = [pre_loading(f"H{i}") for i in range(20)]
-    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, recs), {}, NOW_MS)
+    committed: dict = {}
+    links = Overlay(committed)
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, recs), links, NOW_MS)
     assert len(out.decisions) == 20 and len(out.responses) == 20 and not out.dead_letters
     assert {d["placi_outcome"] for d in out.decisions} == {"ASSESSMENT_COMPLETE"}
     assert {r["status"] for _, r in out.responses} == {"ACCEPTED"}
-    assert set(out.link_updates) == {f"H{i}" for i in range(20)}
+    assert set(links.changes()) == {f"H{i}" for i in range(20)}
+    assert committed == {}  # the batch's changes wait in its overlay for the runtime
 
 
 def test_decisions_are_deterministic(assessor):
@@ -107,10 +111,10 @@ def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
     pl = pre_loading(
         "H5", cargo_description="lithium battery packs", hs_code="850760", route=["CN", "IR", "DE"]
     )
-    first = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), {}, NOW_MS)
+    links: dict = {}
+    first = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), links, NOW_MS)
     [pl_decision] = first.decisions
     assert pl_decision["placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
-    links = {k: v for k, (_, v) in first.link_updates.items()}
     [pa_decision] = assessor.assess(
         PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H5")]), links, NOW_MS
     ).decisions
@@ -121,11 +125,13 @@ def test_pre_arrival_sees_the_pre_loading_outcome(assessor):
 
 
 def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(assessor):
-    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), {}, NOW_MS)
+    links: dict = {}
+    arrival = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H6")]), links, NOW_MS
+    )
     [pa] = arrival.decisions
     assert pa["route"] == "RELEASE" and pa["linked_placi_outcome"] is None
     assert [r["code"] for r in pa["reasons"]] == ["R_NO_PRE_LOADING_FILING"]
-    links = {k: v for k, (_, v) in arrival.link_updates.items()}
     pl = pre_loading("H6", cargo_description="drone with lithium battery", hs_code="880622")
     out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), links, NOW_MS)
     assert [d["stage"] for d in out.decisions] == [PRE_LOADING, PRE_ARRIVAL]
@@ -135,16 +141,16 @@ def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(a
     assert revised["message_id"] == "PA-H6"
     assert revised["decision_id"] != pa["decision_id"]
     assert len(out.responses) == 2
-    entry = out.link_updates["H6"][1]
+    entry = links["H6"]
     assert entry["pre_arrival"]["pending"] is None and entry["pre_arrival"]["revision"] == 1
 
 
 def test_pre_arrival_first_with_a_harmless_pre_loading_adds_no_decision(assessor):
-    arrival = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), {}, NOW_MS)
-    links = {k: v for k, (_, v) in arrival.link_updates.items()}
+    links: dict = {}
+    assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), links, NOW_MS)
     out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pre_loading("H7")]), links, NOW_MS)
     assert [d["stage"] for d in out.decisions] == [PRE_LOADING]
-    assert out.link_updates["H7"][1]["pre_arrival"]["pending"] is None
+    assert links["H7"]["pre_arrival"]["pending"] is None
 
 
 def test_quality_findings_reach_the_decision_the_response_and_the_counts(assessor):
@@ -253,15 +259,17 @@ def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
 
     outs = []
     for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
+        batch_links, batch_state = Overlay(links), Overlay(state)
         out = assessor.assess(
             PRE_ARRIVAL,
             messages(PRE_ARRIVAL, [parcel(n)], start_offset=n),
-            links,
+            batch_links,
             NOW_MS + n * 3_600_000,
-            patterns=state,
+            patterns=batch_state,
         )
-        links.update({k: v for k, (_, v) in out.link_updates.items()})
-        assert set(out.pattern_updates) <= set(state)
+        for committed, overlay in ((links, batch_links), (state, batch_state)):
+            assert overlay.changes() and None not in overlay.changes().values()
+            committed.update(overlay.changes())
         outs.append(out)
     assert [d["house_waybill"] for o in outs[:2] for d in o.decisions] == ["SP0", "SP1"]
     third = {d["house_waybill"]: d for d in outs[2].decisions}
@@ -314,7 +322,32 @@ def test_list_matches_are_reasons_but_watchlist_internals_never_reach_the_carrie
 
 def test_link_entries_remember_when_and_where_for_the_retention_sweep(assessor):
     msgs = messages(PRE_LOADING, [pre_loading("RT1")])
-    out = assessor.assess(PRE_LOADING, msgs, {}, NOW_MS)
-    partition, entry = out.link_updates["RT1"]
-    assert entry["partition"] == partition == msgs[0].partition
+    links: dict = {}
+    assessor.assess(PRE_LOADING, msgs, links, NOW_MS)
+    entry = links["RT1"]
+    assert entry["partition"] == msgs[0].partition
     assert entry["filed_at"] == pre_loading("RT1")["filing_time"]
+
+
+def test_a_filing_that_breaks_the_assessment_is_dead_lettered_alone(assessor, monkeypatch):
+    real = assessor._decision
+
+    def fragile(stage, record, *args, **kwargs):
+        if record["house_waybill"] == "BOOM":
+            raise ZeroDivisionError("an unforeseen defect")
+        return real(stage, record, *args, **kwargs)
+
+    monkeypatch.setattr(assessor, "_decision", fragile)
+    committed: dict = {}
+    links = Overlay(committed)
+    msgs = messages(PRE_LOADING, [pre_loading("OK1"), pre_loading("BOOM"), pre_loading("OK2")])
+    out = assessor.assess_isolated(PRE_LOADING, msgs, links, NOW_MS)
+    assert [d["house_waybill"] for d in out.decisions] == ["OK1", "OK2"]
+    assert out.decision_sources == [0, 2]
+    [(_, dead)] = out.dead_letters
+    assert dead["error_code"] == "ASSESSMENT_FAILED"
+    assert "an unforeseen defect" in dead["error_message"]
+    assert dead["source_offset"] == msgs[1].offset
+    assert {r["status"] for _, r in out.responses} == {"ACCEPTED", "REJECTED"}
+    assert len(out.responses) == 3  # the carrier hears about every filing
+    assert set(links.changes()) == {"OK1", "OK2"} and committed == {}

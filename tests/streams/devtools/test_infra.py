@@ -216,7 +216,7 @@ def test_down_only_recorded_stops_only_what_the_record_names(
     assert fake_kafka.poll() is None
 
     messages: list[str] = []
-    assert infra.down(settings, progress=messages.append) == ["kafka"]
+    assert infra.down(settings, progress=messages.append) == ["kafka"], messages
     assert fake_kafka.wait(timeout=5) == -15  # SIGTERM, not SIGKILL
     assert not infra.Layout.of(settings).pid_file(infra.KAFKA).exists()
     assert any(f"stopping Kafka (pid {fake_kafka.pid})" in m for m in messages)

@@ -1,0 +1,164 @@
+"""Restart-to-ready and resident memory after a large backlog: ``greenlane bench-restart``.
+
+Preloads N filings (default 1,000,000) on fresh topics, lets one worker drain them while its
+resident memory is sampled, stops it, starts it again on the same table directory and times
+how long until its /ready answers 200 (partitions assigned, tables recovered), then samples its
+memory a little longer. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from greenlane.streams.devtools.bench import (
+    _delete_topics,
+    _drain_responses,
+    _end_offsets,
+    _worker_settings_file,
+)
+from greenlane.streams.devtools.progress import readiness
+from greenlane.streams.devtools.simulator import CarrierSimulator, generate
+from greenlane.streams.runtime import admin
+from greenlane.streams.settings import load_settings
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a live process, from /proc (None once it has gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * PAGE / 2**20
+
+
+class MemorySampler:
+    """Peak and last resident memory of one process, sampled on a thread."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self.pid, self.every = pid, every
+        self.peak = self.last = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.last = value
+                self.peak = max(self.peak, value)
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_rss_mb": round(self.peak, 1), "last_rss_mb": round(self.last, 1)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(worker: subprocess.Popen) -> float:
+    """SIGTERM and wait (a clean stop commits offsets); returns the seconds it took."""
+    t0 = time.monotonic()
+    worker.terminate()
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+    return time.monotonic() - t0
+
+
+def _wait_ready(url: str, worker: subprocess.Popen, timeout: float) -> float:
+    """Seconds from now until the worker's /ready answers 200."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the worker exited with {worker.returncode} before it was ready")
+        if readiness(url, timeout=1.0)[0]:
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    raise RuntimeError(f"the worker was not ready within {timeout:g} s")
+
+
+def main(args: argparse.Namespace) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
+    s = load_settings(env=env)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    admin.create_topics(s, partitions=args.partitions)
+    admin.register_schemas(s)
+    log(f"bench-restart {run_id}: preloading {args.count:,} filings…")
+    t0 = time.perf_counter()
+    CarrierSimulator(s).send(generate(args.count, seed=args.seed, invalid_share=0.01))
+    log(f"  preloaded in {time.perf_counter() - t0:.1f} s")
+    expected = sum(
+        _end_offsets(s, [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]).values()
+    )
+    app_id = f"greenlane-bench-{run_id}"
+    port = _free_port()
+    settings_file = _worker_settings_file(s, app_id, port, "")
+    worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
+    data_dir = tempfile.mkdtemp(prefix="greenlane-bench-restart-")
+    url = f"http://127.0.0.1:{port}/metrics"
+    worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
+    command = [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"]
+    command += ["--data-dir", data_dir]
+
+    def start() -> subprocess.Popen:
+        with worker_log.open("ab") as fh:
+            return subprocess.Popen(command, env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
+
+    result: dict = {"filings": expected, "partitions": args.partitions}
+    worker = start()
+    try:
+        sampler = MemorySampler(worker.pid)
+        result["first_start_ready_seconds"] = round(_wait_ready(url, worker, 300), 2)
+        log(f"draining {expected:,} filings…")
+        t0 = time.monotonic()
+        count, first, last = _drain_responses(s, expected, timeout=args.timeout, workers=[worker])
+        result["drain"] = {
+            "responses": count,
+            "seconds": round(time.monotonic() - t0, 1),
+            "throughput_per_s": round(count / max(last - first, 1e-3), 1),
+            **sampler.stop(),
+        }
+        log(f"  {result['drain']}")
+        result["stop_seconds"] = round(_stop(worker), 2)
+        tables = sum(f.stat().st_size for f in Path(data_dir).rglob("*") if f.is_file())
+        result["tables_on_disk_mb"] = round(tables / 2**20, 1)
+
+        log("restarting on the same table directory…")
+        worker = start()
+        sampler = MemorySampler(worker.pid)
+        result["restart_ready_seconds"] = round(_wait_ready(url, worker, 600), 2)
+        time.sleep(args.settle_seconds)  # timers, first scrapes: memory after it settles
+        result["after_restart"] = sampler.stop()
+        log(f"  ready in {result['restart_ready_seconds']} s; {result['after_restart']}")
+    finally:
+        _stop(worker)
+        settings_file.unlink(missing_ok=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if not args.keep_topics:
+            _delete_topics(s, app_id)
+    result["worker_log"] = str(worker_log)
+    print(json.dumps(result))
+    return 0

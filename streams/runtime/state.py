@@ -1,0 +1,254 @@
+"""greenlane's tables on Faust: the one module that touches Faust's table storage.
+
+The stages see a table only through a per-batch :class:`~greenlane.streams.domain.state.Overlay`
+whose base is :meth:`TableState.view`. After a batch, :meth:`TableState.commit` writes the
+overlay's changes to the local store (RocksDB or memory) and hands the changelog records to
+the batch's delivery; the records' changelog offsets become the store's persisted offsets once
+the broker confirmed them, so a restarted worker recovers only what it has not got on disk.
+
+Why not ``table[key] = value``: Faust's write path takes the partition from the *current
+event* (so it cannot write from a timer, nor to the partition greenlane chooses) and produces
+each changelog record with its own future, which costs more than the whole assessment. What
+this module relies on in faust-streaming 0.15.3 is listed in docs/faust-internals.md, and
+tests/streams/runtime/test_state.py pins it against a real worker's tables.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from itertools import islice
+from typing import Any, Protocol
+
+from faust.types import TP
+
+SIZE_SAMPLE = 200
+
+Placement = Callable[[str, Any], int]
+"""The changelog partition of an entry, given its key and value (the old value for a deletion)."""
+
+
+class ChangelogSink(Protocol):
+    """Where the changelog records go: one batch's delivery (runtime.publisher)."""
+
+    def changelog(
+        self, state: TableState, topic: str, partition: int, key: bytes, value: bytes | None
+    ) -> None: ...
+
+
+def by_filing_partition(_key: str, value: Any) -> int:
+    """Entries about one consignment live in the partition of the filing that wrote them: the
+    one Faust restores together with that filing's source partition."""
+    return value["partition"]
+
+
+def by_key_hash(partitions: int) -> Placement:
+    """Entries keyed by something else (seller, HS6, carrier): a stable hash of the key."""
+
+    def place(key: str, _value: Any) -> int:
+        return zlib.crc32(key.encode()) % partitions
+
+    return place
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class _RocksView(Mapping[str, Any]):
+    """Reads of a RocksDB-backed table, on whichever partition holds the key."""
+
+    def __init__(self, state: TableState) -> None:
+        self._state = state
+
+    def __getitem__(self, key: str) -> Any:
+        raw = self._state.raw_get(_encode(key))
+        if raw is None:
+            raise KeyError(key)
+        return json.loads(raw)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raw = self._state.raw_get(_encode(key))
+        return default if raw is None else json.loads(raw)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._state.raw_get(_encode(key)) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for key, _ in self._state.raw_items():
+            yield json.loads(key)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._state.raw_items())
+
+    def items(self):  # one pass over the DBs, not a lookup per key
+        return ((json.loads(k), json.loads(v)) for k, v in self._state.raw_items())
+
+
+class TableState:
+    """One Faust table as greenlane uses it: batch reads through a view, batched writes."""
+
+    def __init__(self, table: Any, placement: Placement, movable: bool = False) -> None:
+        """``movable``: an entry may change partition (a consignment whose two filings arrived
+        on different partitions); its copy in the old partition is then deleted."""
+        self.table = table
+        self.placement = placement
+        self.movable = movable
+        self._persisted: dict[int, int] = {}
+
+    # ---------------------------------------------------------------- what Faust gives us
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic_name
+
+    @property
+    def _store(self) -> Any:
+        return self.table.data
+
+    @property
+    def on_disk(self) -> bool:
+        """RocksDB (faust.stores.rocksdb.Store) rather than the memory store's dict."""
+        return hasattr(self._store, "_db_for_partition")
+
+    def _dbs(self) -> list[Any]:
+        store = self._store
+        actives = self.table.app.assignor.assigned_actives()
+        topic = self.changelog_topic
+        return [db for p, db in list(store._dbs.items()) if TP(topic, p) in actives]
+
+    def raw_get(self, key: bytes) -> bytes | None:
+        """The stored bytes of ``key`` on an active partition (the key index first, then each)."""
+        store = self._store
+        index = store._key_index
+        partition = index.get(key)
+        dbs = store._dbs
+        if partition is not None and partition in dbs:
+            value = dbs[partition].get(key)
+            if value is not None:
+                return value
+        for p, db in list(dbs.items()):
+            if p != partition and db.key_may_exist(key):
+                value = db.get(key)
+                if value is not None:
+                    index[key] = p
+                    return value
+        return None
+
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        offset_key = self._store.offset_key
+        for db in self._dbs():
+            for key, value in db.items():
+                if key != offset_key:
+                    yield key, value
+
+    # ---------------------------------------------------------------- greenlane's API
+
+    def view(self) -> Mapping[str, Any]:
+        """The committed state, as the base of a batch's overlay."""
+        if self.on_disk:
+            return _RocksView(self)
+        return self._store.data  # the memory store's dict
+
+    def commit(self, changes: Mapping[str, Any], sink: ChangelogSink) -> int:
+        """Write a batch's changes (None deletes) to the store and hand their changelog records
+        to ``sink``; returns how many entries changed."""
+        if not changes:
+            return 0
+        topic = self.changelog_topic
+        place = self.placement
+        view = self.view()
+        if self.on_disk:
+            store = self._store
+            db_for = store._db_for_partition
+            index = store._key_index
+            for key, value in changes.items():
+                kb = _encode(key)
+                old = view.get(key) if (value is None or self.movable) else None
+                if value is None:
+                    if old is None:
+                        continue
+                    partition = place(key, old)
+                    db_for(partition).delete(kb)
+                    index.pop(kb, None)
+                    sink.changelog(self, topic, partition, kb, None)
+                    continue
+                partition = place(key, value)
+                if old is not None and (was := place(key, old)) != partition:
+                    db_for(was).delete(kb)
+                    sink.changelog(self, topic, was, kb, None)
+                vb = _encode(value)
+                db_for(partition).put(kb, vb)
+                index[kb] = partition
+                sink.changelog(self, topic, partition, kb, vb)
+        else:
+            data = self._store.data
+            for key, value in changes.items():
+                kb = _encode(key)
+                if value is None:
+                    old = data.pop(key, None)
+                    if old is not None:
+                        sink.changelog(self, topic, place(key, old), kb, None)
+                    continue
+                partition = place(key, value)
+                old = data.get(key) if self.movable else None
+                if old is not None and (was := place(key, old)) != partition:
+                    sink.changelog(self, topic, was, kb, None)  # recovery must not revive it
+                data[key] = value
+                sink.changelog(self, topic, partition, kb, _encode(value))
+        return len(changes)
+
+    def persisted(self, offsets: Mapping[int, int]) -> None:
+        """The broker confirmed these changelog offsets (partition -> highest): on disk, a
+        restart recovers from just after them. Never moves backwards."""
+        if not self.on_disk:
+            return
+        store = self._store
+        for partition, offset in offsets.items():
+            if offset > self._persisted.get(partition, -1):
+                self._persisted[partition] = offset
+                if partition in store._dbs:  # not revoked meanwhile
+                    store.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+
+    def size(self) -> tuple[int, int]:
+        """(entries, bytes) on this worker's active partitions; bytes are RocksDB's estimate
+        of live data and memtables, or in memory the encoded size estimated from a sample."""
+        if self.on_disk:
+            entries = size = 0
+            for db in self._dbs():
+                props = db.property_int_value
+                entries += props("rocksdb.estimate-num-keys") or 0
+                size += (props("rocksdb.estimate-live-data-size") or 0) + (
+                    props("rocksdb.cur-size-all-mem-tables") or 0
+                )
+            return entries, size
+        data = self._store.data
+        sample = list(islice(data.items(), SIZE_SAMPLE))  # encoding all of it would stall
+        if not sample:
+            return 0, 0
+        sampled = sum(len(_encode(k)) + len(_encode(v)) for k, v in sample)
+        return len(data), sampled * len(data) // len(sample)
+
+
+def worker_ready(app: Any) -> tuple[bool, str]:
+    """Ready: partitions assigned, every table recovered, not rebalancing, not crashed.
+
+    Called from the metrics server's thread: it only reads flags and sets.
+    """
+    try:
+        if app.crashed:
+            return False, "crashed"
+        if app.rebalancing:
+            return False, "rebalancing"
+        if not app.assignor.assigned_actives():
+            return False, "no partitions assigned yet"
+        if app.in_recovery or not app.tables.recovery.completed.is_set():
+            return False, "recovering tables"
+    except Exception as exc:  # a worker still starting up may lack some of these
+        return False, f"starting ({type(exc).__name__})"
+    return True, "ready"
