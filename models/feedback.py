@@ -24,6 +24,7 @@ from typing import Any
 import polars as pl
 
 from greenlane.models.schema import CANONICAL, DATE, LABEL, REQUIRED, REVENUE, conform
+from greenlane.streams.domain.money import convert
 
 HISTORY_ENV = "GREENLANE_HISTORY"
 DEFAULT_HISTORY = "~/.cache/greenlane/history"
@@ -140,11 +141,9 @@ def _unmatched(outcome: Mapping[str, Any], reason: str, detail: str) -> dict[str
     }  # the object itself: callers find its message by identity
 
 
-def _in_reference(amount: float, currency: str, rates: Mapping[str, float]) -> float | None:
-    if not amount:
-        return 0.0
-    rate = rates.get(currency)
-    return None if rate is None else amount * rate
+def _revenue_in_reference(amount: float, currency: str, rates: Mapping[str, float]) -> float | None:
+    """Revenue found, in the reference currency (none found is 0 whatever the currency)."""
+    return 0.0 if not amount else convert(amount, currency, rates)
 
 
 def join_outcomes(
@@ -200,7 +199,7 @@ def join_outcomes(
                 **{role: summary.get(role) for role in _FEATURE_ROLES},
                 DATE: dt.date.fromisoformat(day) if isinstance(day, str) else day,
                 LABEL: LABELS[result],
-                REVENUE: _in_reference(
+                REVENUE: _revenue_in_reference(
                     float(outcome.get("recovered_revenue") or 0.0),
                     outcome.get("currency", ""),
                     reference_rates,

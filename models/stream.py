@@ -25,6 +25,7 @@ from greenlane.models.explain import format_evidence, load_feature_labels, top_c
 from greenlane.models.features import build_features, index_history
 from greenlane.models.registry import Registry, RegistryError
 from greenlane.models.schema import conform
+from greenlane.streams.domain.money import convert
 from greenlane.streams.settings import ConfigError, build_section, read_yaml
 
 log = logging.getLogger("greenlane.model")
@@ -84,7 +85,8 @@ def canonical_rows(records: Sequence[dict], rates: Mapping[str, float]) -> pl.Da
     }
     for r in records:
         items = r["items"]
-        values = [i["value"] * rates.get(i["currency"], float("nan")) for i in items]
+        converted = (convert(i["value"], i["currency"], rates) for i in items)
+        values = [float("nan") if v is None else v for v in converted]
         main = (
             items[int(np.nanargmax(values))]
             if values and not np.isnan(values).all()

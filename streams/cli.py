@@ -73,6 +73,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     s = settings()
     if args.data_dir:
         s = replace(s, worker=replace(s.worker, data_dir=args.data_dir))
+    if args.metrics_port is not None:
+        s = replace(s, worker=replace(s.worker, metrics_port=args.metrics_port))
     app = create_app(s)
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=args.quiet)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record;
@@ -248,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         help="where this worker keeps its tables (default: [worker] data_dir); "
         "two workers on one machine need two",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="port of /metrics and /ready (default: [worker] metrics_port; 0: none)",
     )
     p.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     p.add_argument("--quiet", action="store_true", help="no startup banner")

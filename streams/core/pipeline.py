@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections import Counter
+import re
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
 
 from greenlane.models.feedback import summaries_from_decisions
 from greenlane.models.stream import ModelPart, StreamScorer
+from greenlane.streams.domain.batch import BatchOutcome, DecodeFailure, Decoder, InboundMessage
+from greenlane.streams.domain.money import convert
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING, SEVERITY
-from greenlane.streams.runtime.serde import DecodeFailure, WireDecoder
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.enrichment import filing_facts
 from greenlane.streams.stages.lanes import LaneAllocator, apply_change, load_lane_settings
@@ -30,7 +30,13 @@ from greenlane.streams.stages.revenue import (
     load_revenue_settings,
 )
 from greenlane.streams.stages.routing import carrier_response, rejection_response, route_for
-from greenlane.streams.stages.targeting import FilingFacts, TargetingRules, score_batch
+from greenlane.streams.stages.targeting import (
+    FilingFacts,
+    TargetingRules,
+    facts_entry,
+    facts_from_entry,
+    score_batch,
+)
 from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 
 Scored = tuple[float, list[dict], "str | None"]
@@ -46,32 +52,6 @@ SUMMARY_FIELDS = (
     "quality_score",
     "filing_time",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """One Kafka record as consumed, before decoding."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What one batch produces for the outside world; its state changes are in the overlays."""
-
-    decisions: list[dict] = field(default_factory=list)
-    responses: list[tuple[bytes | None, dict]] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
-    # split-shipment groups found in this batch (stages.patterns.PatternResult.split_groups)
-    split_groups: list[dict] = field(default_factory=list)
-    findings: Counter = field(default_factory=Counter)
-    # index of the inbound message each decision came from (for latency)
-    decision_sources: list[int] = field(default_factory=list)
 
 
 def dead_letter_record(
@@ -103,6 +83,28 @@ def dead_letter_record(
         "original_value": msg.value,
         "dead_lettered_at": now_ms,
     }
+
+
+def _merge(scores: list[Scored], extra: Sequence[list[dict]]) -> list[Scored]:
+    """The rules' scores with the other reasons added, strongest reason first."""
+    merged: list[Scored] = []
+    for (score, reasons, forced), more in zip(scores, extra, strict=True):
+        if more:
+            reasons = sorted([*reasons, *more], key=lambda r: -r["contribution"])
+            score = sum(r["contribution"] for r in reasons)
+        merged.append((score, reasons, forced))
+    return merged
+
+
+_QUOTED = re.compile(r" '[^']*'")
+
+
+def _kept_reason(reason: dict) -> dict:
+    """A reason as a link entry keeps it: list-match evidence loses the quoted party names and
+    addresses (the watchlist entry id and similarity stay); the first decision has them."""
+    if reason["code"].startswith("W_PARTY"):
+        return dict(reason, evidence=_QUOTED.sub("", reason["evidence"]))
+    return reason
 
 
 def _absorb(
@@ -150,7 +152,7 @@ class Assessor:
         self,
         quality_rules: quality.QualityRules,
         targeting_rules: TargetingRules,
-        decoders: Mapping[str, WireDecoder],
+        decoders: Mapping[str, Decoder],
         revenue_settings: RevenueSettings | None = None,
         lanes: LaneAllocator | None = None,
         pattern_settings: PatternSettings | None = None,
@@ -189,8 +191,7 @@ class Assessor:
                     adm.vendor_scheme.max_value if adm.vendor_scheme else None,
                 ]
                 limits = [x for x in limits if x]
-                rate = self.rates.get(adm.currency)
-                value = max(limits) * rate if limits and rate is not None else None
+                value = convert(max(limits), adm.currency, self.rates) if limits else None
             self._de_minimis_cache[destination] = value
         return self._de_minimis_cache[destination]
 
@@ -202,9 +203,10 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None = None,
         now_ms: int = 0,
         out: BatchOutcome | None = None,
-    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None]]:
+    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None], list[list[dict]]]:
         """Rule scores with the list matches, plus for pre-arrival the revenue,
-        stateful-pattern and risk-model reasons."""
+        stateful-pattern and risk-model reasons; also those other reasons alone (what a
+        re-assessment keeps while it runs the rules again)."""
         scores = score_batch(facts, self.targeting_rules)
         extra = match_batch(records, stage, self.lists)
         revenues: list = [None] * len(records)
@@ -231,16 +233,11 @@ class Assessor:
             extra = [a + b for a, b in zip(extra, found.reasons, strict=True)]
             if out is not None:
                 out.split_groups.extend(found.split_groups)
-        merged: list[Scored] = []
-        for (score, reasons, forced), more in zip(scores, extra, strict=True):
-            if more:
-                reasons = sorted([*reasons, *more], key=lambda r: -r["contribution"])
-                score = sum(r["contribution"] for r in reasons)
-            merged.append((score, reasons, forced))
         return (
-            merged,
+            _merge(scores, extra),
             [rev.as_record() if rev is not None else None for rev in revenues],
             models,
+            extra,
         )
 
     def _allocate_lanes(self, decisions: list[dict], now_ms: int) -> list[dict]:
@@ -256,13 +253,23 @@ class Assessor:
         now_ms: int,
         patterns: MutableMapping[str, dict] | None = None,
         summaries: MutableMapping[str, dict] | None = None,
+        replay_log: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """Decide every message of one stage; bad ones become dead letters, never exceptions.
 
         The tables are the batch's overlays: ``links`` (house waybill -> link entry) and, for
         pre-arrival, ``patterns`` (the stateful fraud patterns; None: no stateful patterns)
         and ``summaries`` (decision_id -> what the feedback join needs) are read and written.
+
+        ``replay_log`` (decision_id of a filing -> the decisions its assessment published)
+        makes a replay harmless: a filing already assessed (its state changes are in the
+        tables) is not assessed again; the decisions it produced are published again as they
+        were, same ids, same routes. Without it every message is assessed.
         """
+        if replay_log is not None:
+            return self._assess_logged(
+                stage, messages, links, now_ms, patterns, summaries, replay_log
+            )
         out = BatchOutcome()
         decoded = self.decoders[stage].decode_batch([m.value for m in messages])
         records: list[dict] = []
@@ -319,7 +326,7 @@ class Assessor:
                     self.rates,
                 )
             )
-        scores, revenues, models = self._score(
+        scores, revenues, models, extras = self._score(
             stage, facts, [r for _, r, _ in usable], patterns, now_ms, out
         )
         decisions = [
@@ -346,7 +353,9 @@ class Assessor:
                 summaries[d["decision_id"]] = summary | {"partition": messages[pos].partition}
 
         reassess: list[tuple[str, int, dict, dict]] = []
-        for (pos, record, report), entry, decision in zip(usable, entries, decisions, strict=True):
+        for i, ((pos, record, report), entry, decision) in enumerate(
+            zip(usable, entries, decisions, strict=True)
+        ):
             msg = messages[pos]
             waybill = record["house_waybill"]
             entry = links.get(waybill) or entry
@@ -361,7 +370,17 @@ class Assessor:
                 if other and other.get("pending"):
                     reassess.append((waybill, pos, other, entry["pre_loading"]))
             else:
-                pending = record if (other is None and record["transport_mode"] == "AIR") else None
+                pending = None
+                if other is None and record["transport_mode"] == "AIR":
+                    # what re-running the rules needs once the pre-loading filing arrives;
+                    # not the declaration itself (parties' names and addresses)
+                    model = models[i]
+                    pending = {
+                        "facts": facts_entry(facts[i]),
+                        "extra": [_kept_reason(r) for r in extras[i]],
+                        "revenue": revenues[i],
+                        "model": [model.version, model.probability] if model else None,
+                    }
                 entry["pre_arrival"] = {
                     "decision_id": decision["decision_id"],
                     "route": decision["route"],
@@ -378,9 +397,49 @@ class Assessor:
             links[waybill] = entry
         if reassess:
             self._reassess(out, reassess, links, now_ms)
+        trigger = {r["house_waybill"]: pos for pos, r, _ in usable}
         for group in out.split_groups:
+            pos = trigger.get(group["trigger_waybill"], len(messages) - 1)
             for waybill in group["reassess"]:
-                self._flag_split_member(out, waybill, group, links, now_ms)
+                self._flag_split_member(out, waybill, group, links, now_ms, pos)
+        return out
+
+    def _assess_logged(
+        self,
+        stage: str,
+        messages: Sequence[InboundMessage],
+        links: MutableMapping[str, dict],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None,
+        summaries: MutableMapping[str, dict] | None,
+        replay_log: MutableMapping[str, dict],
+    ) -> BatchOutcome:
+        """``assess`` the filings the replay log does not know; republish those it does."""
+        ids = [decision_id(stage, m.value or b"") for m in messages]
+        logged = {i: replay_log.get(did) for i, did in enumerate(ids)}
+        fresh = [i for i, entry in logged.items() if entry is None]
+        if len(fresh) == len(messages):
+            out = self.assess(stage, messages, links, now_ms, patterns, summaries)
+        else:
+            out = self.assess(
+                stage, [messages[i] for i in fresh], links, now_ms, patterns, summaries
+            )
+            out.decision_sources = [fresh[pos] for pos in out.decision_sources]
+        published: dict[int, list] = {}
+        for d, pos, key in zip(out.decisions, out.decision_sources, out.decision_keys, strict=True):
+            published.setdefault(pos, []).append([(key or b"").decode("utf-8", "replace"), d])
+        for i in fresh:
+            if i in published:  # assessed (not dead-lettered): remember what it published
+                replay_log[ids[i]] = {
+                    "published": published[i],
+                    "partition": messages[i].partition,
+                    "logged_at": now_ms,
+                }
+        for i, entry in logged.items():
+            if entry is not None:
+                for key, decision in entry["published"]:
+                    self._emit(out, decision, i, key.encode(), now_ms)
+                    out.replayed += 1
         return out
 
     def assess_isolated(
@@ -391,6 +450,7 @@ class Assessor:
         now_ms: int,
         patterns: MutableMapping[str, dict] | None = None,
         summaries: MutableMapping[str, dict] | None = None,
+        replay_log: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """``assess``, except that a filing which breaks the assessment (a defect greenlane
         did not foresee) is dead-lettered with the error instead of failing its whole batch.
@@ -398,16 +458,16 @@ class Assessor:
         The batch is tried on throw-away overlays; if it raises, it is redone filing by filing,
         each on its own overlays, and only the filings that succeed change the tables.
         """
-        tables = (links, patterns, summaries)
+        tables = (links, patterns, summaries, replay_log)
         try:
             trial = [Overlay(t) if t is not None else None for t in tables]
-            out = self.assess(stage, messages, trial[0], now_ms, trial[1], trial[2])
+            out = self.assess(stage, messages, trial[0], now_ms, *trial[1:])
         except Exception:
             out = BatchOutcome()
             for i, msg in enumerate(messages):
                 trial = [Overlay(t) if t is not None else None for t in tables]
                 try:
-                    one = self.assess(stage, [msg], trial[0], now_ms, trial[1], trial[2])
+                    one = self.assess(stage, [msg], trial[0], now_ms, *trial[1:])
                 except Exception as exc:
                     why = f"{type(exc).__name__}: {exc}"[:500]
                     self._dead_letter(out, stage, msg, ASSESSMENT_FAILED, why, None, None, now_ms)
@@ -415,6 +475,8 @@ class Assessor:
                 _absorb(tables, trial)
                 out.decisions += one.decisions
                 out.decision_sources += [i + pos for pos in one.decision_sources]
+                out.decision_keys += one.decision_keys
+                out.replayed += one.replayed
                 out.responses += one.responses
                 out.dead_letters += one.dead_letters
                 out.split_groups += one.split_groups
@@ -430,6 +492,7 @@ class Assessor:
         group: dict,
         links: MutableMapping[str, dict],
         now_ms: int,
+        pos: int,
     ) -> None:
         """Amend the decision of an earlier consignment that a split-shipment group now includes.
 
@@ -443,44 +506,26 @@ class Assessor:
         summary = arrival["summary"]
         reason = group["reason"]
         score = summary["risk_score"] + reason["contribution"]
-        rules = self.targeting_rules
-        route, _ = route_for(PRE_ARRIVAL, score, rules.thresholds)
-        if SEVERITY[arrival["route"]] > SEVERITY[route]:
-            route = arrival["route"]
         revision = arrival["revision"] + 1
         topic, partition, offset = arrival["source"]
-        decision = {
-            **summary,
-            "decision_id": revision_id(arrival["decision_id"], revision),
-            "revision": revision,
-            "stage": PRE_ARRIVAL,
-            "house_waybill": waybill,
-            "route": route,
-            "placi_outcome": None,
-            "risk_score": score,
-            "forced_outcome": None,
-            "reasons": [reason],
-            "quality_findings": [],
-            "random_pick": False,
-            "revenue": None,
-            "referrals": [],
-            "model_version": None,
-            "model_probability": None,
-            "linked_decision_id": arrival["decision_id"],
-            "linked_placi_outcome": None,
-            "ruleset_version": rules.version,
-            "source_topic": topic,
-            "source_partition": partition,
-            "source_offset": offset,
-        }
-        self._emit(out, decision, 0, arrival["key"].encode(), now_ms)
-        summary = dict(summary, risk_score=score)
+        decision = self._decision(  # the amendment: what changed, on the earlier score
+            PRE_ARRIVAL,
+            summary | {"house_waybill": waybill},
+            quality.QualityReport(findings=[], score=summary["quality_score"], unusable=None),
+            (score, [reason], None),
+            InboundMessage(None, None, topic, partition, offset, 0),
+            revision_id(arrival["decision_id"], revision),
+            revision,
+            {"decision_id": arrival["decision_id"]},
+            floor_route=arrival["route"],
+        )
+        self._emit(out, decision, pos, arrival["key"].encode(), now_ms)
         updated = dict(
             arrival,
             decision_id=decision["decision_id"],
-            route=route,
+            route=decision["route"],
             revision=revision,
-            summary=summary,
+            summary=dict(summary, risk_score=score),
         )
         links[waybill] = dict(entry, pre_arrival=updated)
 
@@ -498,40 +543,36 @@ class Assessor:
         decision (next revision) is published only if the lane changes, so consignments filed
         in order still yield exactly one decision per filing.
         """
-        records = [arrival["pending"] for _, _, arrival, _ in pending]
+        # The rules run again on the kept facts, now with the pre-loading outcome; the list,
+        # revenue, model and pattern reasons do not depend on it and are kept as they were.
         facts = [
-            filing_facts(
-                arrival["pending"],
-                PRE_ARRIVAL,
-                frozenset(f["code"] for f in arrival["quality"]["findings"]),
-                arrival["quality"]["score"],
-                pre_loading["outcome"],
-                True,
-                self.rates,
-            )
+            facts_from_entry(arrival["pending"]["facts"], pre_loading["outcome"], True)
             for _, _, arrival, pre_loading in pending
         ]
-        scores, revenues, models = self._score(PRE_ARRIVAL, facts, records)
+        scores = _merge(
+            score_batch(facts, self.targeting_rules),
+            [arrival["pending"]["extra"] for _, _, arrival, _ in pending],
+        )
         decisions = []
-        for (_, _, arrival, pre_loading), scored, revenue, model in zip(
-            pending, scores, revenues, models, strict=True
-        ):
+        for (waybill, _, arrival, pre_loading), scored in zip(pending, scores, strict=True):
+            kept = arrival["pending"]
             q = arrival["quality"]
             report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
             topic, partition, offset = arrival["source"]
             source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
             revision = arrival["revision"] + 1
+            model = ModelPart(*kept["model"], None) if kept["model"] else None
             decisions.append(
                 self._decision(
                     PRE_ARRIVAL,
-                    arrival["pending"],
+                    arrival["summary"] | {"house_waybill": waybill},
                     report,
                     scored,
                     source,
                     revision_id(arrival["decision_id"], revision),
                     revision,
                     pre_loading,
-                    revenue,
+                    kept["revenue"],
                     model,
                 )
             )
@@ -550,7 +591,7 @@ class Assessor:
     def _decision(
         self,
         stage: str,
-        record: dict,
+        identity: dict,
         report: quality.QualityReport,
         scored: tuple[float, list[dict], str | None],
         msg: InboundMessage,
@@ -559,18 +600,24 @@ class Assessor:
         other: dict | None,
         revenue: dict | None = None,
         model: ModelPart | None = None,
+        floor_route: str | None = None,
     ) -> dict:
+        """The one builder of a decision record (first assessment, re-assessment, split
+        amendment): every revision carries the same fields. ``identity`` is the filing or
+        what a link entry kept of it; ``floor_route``: a lane this revision may not go below."""
         score, reasons, forced = scored
         rules = self.targeting_rules
         route, placi = route_for(stage, score, rules.thresholds, forced)
+        if floor_route is not None and SEVERITY[floor_route] > SEVERITY[route]:
+            route = floor_route
         return {
             "decision_id": did,
             "revision": revision,
             "stage": stage,
-            "message_id": record["message_id"],
-            "carrier_id": record["carrier_id"],
-            "house_waybill": record["house_waybill"],
-            "destination_country": record["destination_country"],
+            "message_id": identity["message_id"],
+            "carrier_id": identity["carrier_id"],
+            "house_waybill": identity["house_waybill"],
+            "destination_country": identity["destination_country"],
             "route": route,
             "placi_outcome": placi,
             "risk_score": score,
@@ -588,7 +635,7 @@ class Assessor:
             if other and stage == PRE_ARRIVAL
             else None,
             "ruleset_version": rules.version,
-            "filing_time": record["filing_time"],
+            "filing_time": identity["filing_time"],
             "source_topic": msg.topic,
             "source_partition": msg.partition,
             "source_offset": msg.offset,
@@ -598,6 +645,7 @@ class Assessor:
     def _emit(out: BatchOutcome, decision: dict, pos: int, key: bytes | None, now_ms: int) -> None:
         out.decisions.append(decision)
         out.decision_sources.append(pos)
+        out.decision_keys.append(key)
         out.responses.append((key, carrier_response(decision, now_ms)))
 
     @staticmethod

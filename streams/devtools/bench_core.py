@@ -10,8 +10,9 @@ import json
 import time
 from collections.abc import Callable
 
-from greenlane.streams.core.pipeline import Assessor, InboundMessage, tune_gc
+from greenlane.streams.core.pipeline import Assessor, tune_gc
 from greenlane.streams.devtools.simulator import generate
+from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema

@@ -23,33 +23,39 @@ class Overlay(MutableMapping[str, Any]):
     assigns it, so the base is never modified behind the overlay's back.
     """
 
-    __slots__ = ("_base", "_changes")
+    __slots__ = ("_base", "_changes", "_read")
 
     def __init__(self, base: Mapping[str, Any]) -> None:
         self._base = base
         self._changes: dict[str, Any] = {}
+        self._read: dict[str, Any] = {}  # base values as read (a store lookup costs)
+
+    def original(self, key: str) -> Any:
+        """The committed value of ``key`` (None: absent), whatever this batch did to it."""
+        value = self._read.get(key, _ABSENT)
+        if value is _ABSENT and key not in self._read:
+            value = self._read[key] = self._base.get(key, _ABSENT)
+        return None if value is _ABSENT else value
 
     def __getitem__(self, key: str) -> Any:
-        value = self._changes.get(key, _ABSENT)
+        value = self.get(key, _ABSENT)
         if value is _ABSENT:
-            if key in self._changes:  # deleted in this batch
-                raise KeyError(key)
-            return self._base[key]
+            raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._changes.get(key, _ABSENT)
         if value is _ABSENT:
-            if key in self._changes:
+            if key in self._changes:  # deleted in this batch
                 return default
-            value = self._base.get(key, _ABSENT)
-            return default if value is _ABSENT else value
+            value = self.original(key)
+            return default if value is None else value
         return value
 
     def __contains__(self, key: object) -> bool:
         if key in self._changes:
             return self._changes[key] is not _ABSENT
-        return key in self._base
+        return isinstance(key, str) and self.original(key) is not None
 
     def __setitem__(self, key: str, value: Any) -> None:
         if value is None:

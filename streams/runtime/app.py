@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,9 @@ import faust
 
 from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
-from greenlane.streams.core.pipeline import (
-    Assessor,
-    BatchOutcome,
-    InboundMessage,
-    dead_letter_record,
-)
+from greenlane.streams.core.pipeline import Assessor, dead_letter_record
 from greenlane.streams.core.retention import forget_stale
+from greenlane.streams.domain.batch import BatchOutcome, InboundMessage
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime import admin, metrics
@@ -57,10 +53,12 @@ STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
 LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
 SUMMARY_TABLE = "decision_summaries"
+REPLAY_TABLE = "replay_log"
 PATTERN_EXPIRY_SECONDS = 300.0
 DRIFT_EXPORT_SECONDS = 15.0
 RETENTION_SWEEP_SECONDS = 600.0
 TABLE_SIZE_SECONDS = 10.0
+SWEEP_CHUNK = 2000
 DAY_MS = 86_400_000
 
 
@@ -86,6 +84,8 @@ def record_metrics(
     latency = metrics.DECISION_LATENCY.labels(stage)
     for pos in outcome.decision_sources:
         latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+    if outcome.replayed:
+        metrics.REPLAYED_DECISIONS.labels(stage).inc(outcome.replayed)
     for d in outcome.decisions:
         metrics.DECISIONS.labels(d["stage"], d["route"]).inc()
         if d["model_probability"] is not None:
@@ -140,6 +140,8 @@ def create_app(s: Settings | None = None) -> faust.App:
         broker_max_poll_records=s.worker.batch_max,
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max),
         table_cleanup_interval=60.0,
+        # how soon the group gives a dead worker's partitions to the others
+        broker_session_timeout=s.worker.session_timeout_seconds,
     )
     rocksdb = {
         "block_cache_size": s.worker.rocksdb_block_cache_mb << 20,
@@ -154,7 +156,10 @@ def create_app(s: Settings | None = None) -> faust.App:
     patterns = TableState(table(PATTERN_TABLE), by_key_hash(s.topics.partitions))
     # decision_id -> what the feedback join needs, until the inspection outcome arrives
     summaries = TableState(table(SUMMARY_TABLE), by_filing_partition)
-    tables = (links, patterns, summaries)
+    # decision_id of a filing -> the decisions it published: a redelivered filing is
+    # republished as it was, not assessed again over state that already counts it
+    replays = TableState(table(REPLAY_TABLE), by_filing_partition)
+    tables = (links, patterns, summaries, replays)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
@@ -176,37 +181,64 @@ def create_app(s: Settings | None = None) -> faust.App:
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
 
-    async def commit_sweep(what: str, changed: list[tuple[TableState, Overlay]]) -> None:
-        """A timer's deletions: committed and confirmed (nothing to acknowledge)."""
+    async def sweep(what: str, state: TableState, judge: Callable[[Overlay], object]) -> None:
+        """Delete what ``judge`` (a pure stage function) deletes from the table, a piece at a
+        time so the agents and the group heartbeat keep running; entries are judged again,
+        as they are now, just before their deletion is committed and confirmed."""
+        stale: set[str] = set()
+        try:
+            for piece in state.chunks(SWEEP_CHUNK):
+                view = Overlay(piece)
+                judge(view)
+                stale.update(k for k, v in view.changes().items() if v is None)
+                await asyncio.sleep(0)
+        except Exception as exc:  # e.g. a partition revoked in the middle: the next sweep
+            log.warning("%s: sweep of %s abandoned: %s", what, state.name, exc)
+            return
+        if not stale:
+            return
+        current = state.view()
+        again = Overlay({k: v for k in stale if (v := current.get(k)) is not None})
+        judge(again)
+        final = Overlay(current)
+        for key, value in again.changes().items():
+            if value is None:
+                del final[key]
         batch = publisher.begin()
-        for state, view in changed:
-            state.commit(view.changes(), batch)
+        state.commit(final, batch)
         try:
             await (await batch.send())
-        except Exception as exc:  # the entries are deleted locally; the next sweep retries
-            log.warning("%s: changelog not confirmed: %s", what, exc)
+        except Exception as exc:  # the entries are deleted locally; the changelog lags
+            log.warning("%s: changelog of %s not confirmed: %s", what, state.name, exc)
 
     @app.timer(PATTERN_EXPIRY_SECONDS)
     async def expire_patterns() -> None:
         """Forget pattern state older than its window (tombstones in the changelog)."""
-        view = Overlay(patterns.view())
-        if expire_state(view, int(time.time() * 1000), assessor.pattern_settings):
-            await commit_sweep("pattern expiry", [(patterns, view)])
+        now_ms = int(time.time() * 1000)
+        await sweep(
+            "pattern expiry",
+            patterns,
+            lambda view: expire_state(view, now_ms, assessor.pattern_settings),
+        )
 
     @app.timer(RETENTION_SWEEP_SECONDS)
     async def forget_old_consignments() -> None:
-        """Bounded tables: links and decision summaries past their retention are deleted."""
+        """Bounded tables: links, decision summaries and the replay log past their
+        retention are deleted."""
         now_ms = int(time.time() * 1000)
-        swept = []
         for state, field, days in (
             (links, "filed_at", s.worker.link_retention_days),
             (summaries, "filing_time", s.worker.summary_retention_days),
+            (replays, "logged_at", s.worker.replay_log_minutes / 1440),
         ):
-            view = Overlay(state.view())
-            if forget_stale(view, field, now_ms - int(days * DAY_MS)):
-                swept.append((state, view))
-        if swept:
-            await commit_sweep("retention sweep", swept)
+            older_than = now_ms - int(days * DAY_MS)
+            await sweep(
+                "retention",
+                state,
+                lambda view, field=field, older_than=older_than: forget_stale(
+                    view, field, older_than
+                ),
+            )
 
     @app.timer(TABLE_SIZE_SECONDS)
     async def export_table_sizes() -> None:
@@ -268,11 +300,12 @@ def create_app(s: Settings | None = None) -> faust.App:
                 int(time.time() * 1000),
                 views[1] if arrival else None,
                 views[2] if arrival else None,
+                views[3],
             )
             # Before the first await: the other stage's agent must see these links.
             batch = publisher.begin()
             for state, view in zip(tables, views, strict=True):
-                state.commit(view.changes(), batch)
+                state.commit(view, batch)
             batch.outcome(outcome)
             confirmed = await batch.send()
             then = partial(record_metrics, stage, outcome, started, messages, consumed)

@@ -24,6 +24,11 @@ DECISIONS = Counter(
     "Risk decisions published, by filing stage and route.",
     ["stage", "route"],
 )
+REPLAYED_DECISIONS = Counter(
+    "greenlane_replayed_decisions",
+    "Decisions republished from the replay log for a redelivered filing (not assessed again).",
+    ["stage"],
+)
 DEAD_LETTERS = Counter(
     "greenlane_dead_letters",
     "Messages set aside on the dead-letter topic, by error code.",

@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from greenlane.streams.core.pipeline import BatchOutcome
+from greenlane.streams.domain.batch import BatchOutcome
 from greenlane.streams.runtime.serde import WireEncoder, load_schema
 from greenlane.streams.runtime.state import TableState
 from greenlane.streams.settings import Settings, schema_path
@@ -33,26 +33,27 @@ class DeliveryFailed(KafkaException):
 class Delivery:
     """One batch's records in flight.
 
-    Delivery reports arrive on the producer's poll thread; counting happens there under a lock
-    and only the outcome hops to the event loop (one ``call_soon_threadsafe`` per batch).
+    Delivery reports arrive on the producer's poll thread and only the outcome hops to the
+    event loop (one ``call_soon_threadsafe`` per batch). No lock: ``produced`` and ``_sealed``
+    are written only on the loop thread, ``delivered`` only on the poll thread, and each side
+    checks for completion after its own write, so under the GIL at least one of them sees the
+    batch complete (``_settle`` ignores a second call).
     """
 
     __slots__ = (
-        "_lock",
         "_loop",
-        "_pending",
         "_sealed",
         "_tables",
         "changelog_offsets",
         "confirmed",
+        "delivered",
         "errors",
         "produced",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._lock = threading.Lock()
         self._loop = loop
-        self._pending = 0
+        self.delivered = 0
         self._sealed = False
         self.confirmed: asyncio.Future[None] = loop.create_future()
         self.errors: list[str] = []
@@ -62,33 +63,27 @@ class Delivery:
         self._tables: dict[str, TableState] = {}
 
     def _sent(self) -> None:
-        with self._lock:
-            self._pending += 1
-            self.produced += 1
+        self.produced += 1
 
     def on_delivery(self, err: Any, msg: Any) -> None:
         """Called on the poll thread for every record of this batch."""
-        with self._lock:
-            self._pending -= 1
-            if err is not None:
-                self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-            else:
-                table = self._tables.get(msg.topic())
-                if table is not None:
-                    offsets = self.changelog_offsets.setdefault(table, {})
-                    p = msg.partition()
-                    if msg.offset() > offsets.get(p, -1):
-                        offsets[p] = msg.offset()
-            done = self._sealed and self._pending == 0
-        if done:
+        if err is not None:
+            self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+        else:
+            table = self._tables.get(msg.topic())
+            if table is not None:
+                offsets = self.changelog_offsets.setdefault(table, {})
+                p = msg.partition()
+                if msg.offset() > offsets.get(p, -1):
+                    offsets[p] = msg.offset()
+        self.delivered += 1
+        if self._sealed and self.delivered == self.produced:
             self._loop.call_soon_threadsafe(self._settle)
 
     def seal(self) -> asyncio.Future[None]:
         """No more records for this batch; the future resolves once all are confirmed."""
-        with self._lock:
-            self._sealed = True
-            done = self._pending == 0
-        if done:
+        self._sealed = True
+        if self.delivered == self.produced:
             self._settle()
         return self.confirmed
 

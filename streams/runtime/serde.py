@@ -12,13 +12,14 @@ import json
 import struct
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import fastavro
 from fastavro import schemaless_reader, schemaless_writer
+
+from greenlane.streams.domain.batch import DecodeFailure
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -27,15 +28,6 @@ HEADER = struct.Struct(">bI")
 UNDECODABLE = "UNDECODABLE"
 UNKNOWN_SCHEMA_ID = "UNKNOWN_SCHEMA_ID"
 WRONG_SCHEMA = "WRONG_SCHEMA"
-
-
-@dataclass(frozen=True, slots=True)
-class DecodeFailure:
-    """Why a message could not be decoded; becomes a dead letter."""
-
-    error_code: str
-    message: str
-    schema_id: int | None = None
 
 
 def strip_logical_types(schema: Any) -> Any:

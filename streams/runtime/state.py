@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from faust.types import TP
 
+from greenlane.streams.domain.state import Overlay
+
 SIZE_SAMPLE = 200
 
 Placement = Callable[[str, Any], int]
@@ -149,27 +151,48 @@ class TableState:
 
     # ---------------------------------------------------------------- greenlane's API
 
+    def chunks(self, size: int) -> Iterator[dict[str, Any]]:
+        """The whole table in pieces of ``size`` entries, for a sweep that yields to the event
+        loop between pieces (entries may change meanwhile: judge again before deleting)."""
+        if self.on_disk:
+            chunk: dict[str, Any] = {}
+            for key, value in self.raw_items():
+                chunk[json.loads(key)] = json.loads(value)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = {}
+            if chunk:
+                yield chunk
+            return
+        data = self._store.data
+        keys = list(data)
+        for start in range(0, len(keys), size):
+            piece = {k: data[k] for k in keys[start : start + size] if k in data}
+            if piece:
+                yield piece
+
     def view(self) -> Mapping[str, Any]:
         """The committed state, as the base of a batch's overlay."""
         if self.on_disk:
             return _RocksView(self)
         return self._store.data  # the memory store's dict
 
-    def commit(self, changes: Mapping[str, Any], sink: ChangelogSink) -> int:
-        """Write a batch's changes (None deletes) to the store and hand their changelog records
-        to ``sink``; returns how many entries changed."""
+    def commit(self, batch: Overlay, sink: ChangelogSink) -> int:
+        """Write a batch's overlay (its sets and deletions) to the store and hand their
+        changelog records to ``sink``; returns how many entries changed."""
+        changes = batch.changes()
         if not changes:
             return 0
         topic = self.changelog_topic
         place = self.placement
-        view = self.view()
+        previous = batch.original  # what the batch read: no second lookup in the store
         if self.on_disk:
             store = self._store
             db_for = store._db_for_partition
             index = store._key_index
             for key, value in changes.items():
                 kb = _encode(key)
-                old = view.get(key) if (value is None or self.movable) else None
+                old = previous(key) if (value is None or self.movable) else None
                 if value is None:
                     if old is None:
                         continue
@@ -196,7 +219,7 @@ class TableState:
                         sink.changelog(self, topic, place(key, old), kb, None)
                     continue
                 partition = place(key, value)
-                old = data.get(key) if self.movable else None
+                old = previous(key) if self.movable else None
                 if old is not None and (was := place(key, old)) != partition:
                     sink.changelog(self, topic, was, kb, None)  # recovery must not revive it
                 data[key] = value

@@ -72,10 +72,12 @@ class Worker:
     batch_within_seconds: float
     metrics_host: str
     metrics_port: int
+    session_timeout_seconds: float
     targeting_dir: str
     profile_check_seconds: float
     link_retention_days: float
     summary_retention_days: float
+    replay_log_minutes: float
     data_dir: str
     table_store: str
     rocksdb_block_cache_mb: int
@@ -201,6 +203,8 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         raise ConfigError(f"{where}: missing section or key {exc}") from exc
     if topics.partitions < 1 or topics.replication_factor < 1:
         raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
+    if worker.session_timeout_seconds < 6:  # Faust heartbeats every 3 s
+        raise ConfigError(f"{where}: [worker] session_timeout_seconds must be >= 6")
     if worker.table_store not in ("rocksdb://", "memory://"):
         raise ConfigError(
             f'{where}: [worker] table_store must be "rocksdb://" or "memory://", '

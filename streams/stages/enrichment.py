@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from greenlane.streams.domain.money import convert
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL
 from greenlane.streams.stages.targeting import FilingFacts
 
@@ -18,11 +19,11 @@ def totals(items: list[dict], rates: Mapping[str, float]) -> tuple[float | None,
     total_kg = 0.0
     for item in items:
         total_kg += item["net_weight_kg"]
-        rate = rates.get(item["currency"])
-        if rate is None:
+        value = convert(item["value"], item["currency"], rates)
+        if value is None:
             total_value = None
         elif total_value is not None:
-            total_value += item["value"] * rate
+            total_value += value
     return total_value, total_kg
 
 

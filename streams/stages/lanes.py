@@ -28,10 +28,11 @@ allowance until the share is back under. Within a batch the lowest scores give w
 batches capacity goes first come, first served: a batch is the unit of comparison, which keeps
 the state to two counters per bucket and the cost O(1) per consignment.
 
-The quota is stateful, so it is not replay-safe: after a crash, a re-processed batch meets other
-counts and may downgrade differently (random picks do not change). The state lives in one
-allocator per worker: each worker holds its partitions' share of the traffic to a destination, so
-with N workers the ceiling holds for each worker's traffic and therefore for the total.
+The quota is stateful. A filing redelivered after a crash does not meet it again: the batch core
+republishes its logged decision (core.pipeline, the replay log). The counts themselves live in
+one allocator per worker, in memory: they start from zero when a worker starts, and each worker
+holds its partitions' share of the traffic to a destination, so with N workers the ceiling holds
+for each worker's traffic and therefore for the total.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from greenlane.streams import reference
+from greenlane.streams.domain.money import convert
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, build_section, read_toml
 
 PRE_LOADING = "PRE_LOADING"
@@ -135,8 +136,7 @@ class QualityRules:
 
 def value_in_reference_currency(value: float, currency: str, rules: QualityRules) -> float | None:
     """``value`` in the reference currency, or None when ``currency`` has no reference rate."""
-    rate = rules.reference_rates.get(currency)
-    return None if rate is None else value * rate
+    return convert(value, currency, rules.reference_rates)
 
 
 # --------------------------------------------------------------------------- loading

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from greenlane.streams import reference
+from greenlane.streams.domain.money import convert
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError
 
 DEFAULT_FOLDER = SETTINGS_DIR / "revenue"
@@ -608,11 +609,10 @@ def _assess(record: dict, country: str, adm: Administration) -> RevenueAssessmen
     undervalued: list[str] = []
     unconverted: list[str] = []
     for i, item in enumerate(items):
-        rate = rates.get(item["currency"])
-        if rate is None:
+        value = convert(item["value"], item["currency"], rates)
+        if value is None:
             unconverted.append(f"items[{i}] in {item['currency']!r}")
             continue
-        value = item["value"] * rate
         if not value > 0:  # NaN and negatives count as nothing (data quality reports them)
             value = 0.0
         hs = item["hs_code"]

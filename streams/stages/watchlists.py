@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import yaml
 from rapidfuzz import fuzz, process
 
+from greenlane.streams.domain.money import convert
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError
 
@@ -920,11 +921,9 @@ def _goods_lines(record: dict, stage: str, lists: Lists) -> list[_GoodsLine]:
         return [_GoodsLine("cargo description", text, record.get("hs_code"), None, None)]
     lines = []
     for n, item in enumerate(record.get("items") or (), start=1):
-        rate = lists.rates.get(item.get("currency"))
-        value = item.get("value")
+        value = convert(item.get("value"), item.get("currency"), lists.rates)
         unit = per_kg = None
-        if rate is not None and value is not None:
-            value *= rate
+        if value is not None:
             if item.get("quantity"):
                 unit = value / item["quantity"]
             if item.get("net_weight_kg"):

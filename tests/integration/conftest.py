@@ -45,19 +45,28 @@ class Harness:
     worker: subprocess.Popen | None = None
 
     def start_worker(self) -> None:
-        """Start a worker process and wait until it says it is ready (/ready)."""
+        """Start the module's worker process and wait until it says it is ready (/ready)."""
+        self.worker = self.spawn()
+        self.wait_ready(self.worker, self.metrics_url)
+
+    def spawn(self, *args: str) -> subprocess.Popen:
+        """A worker process of this module's app (extra CLI arguments, e.g. another
+        --data-dir and --metrics-port for a second worker in the group)."""
         with self.log.open("ab") as fh:
-            self.worker = subprocess.Popen(
-                [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"],
+            return subprocess.Popen(
+                [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet", *args],
                 env=self.env,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while not readiness(self.metrics_url)[0]:
-            if self.worker.poll() is not None or time.monotonic() > deadline:
-                self.stop_worker()
-                pytest.fail(f"worker did not start; log:\n{self.log.read_text()[-3000:]}")
+
+    def wait_ready(self, worker: subprocess.Popen, metrics_url: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not readiness(metrics_url)[0]:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                worker.kill()
+                worker.wait()
+                pytest.fail(f"worker did not get ready; log:\n{self.log.read_text()[-3000:]}")
             time.sleep(0.2)
 
     def stop_worker(self) -> None:
@@ -123,6 +132,7 @@ class Harness:
                     assert isinstance(rec, dict), rec
                     rec["_topic"] = m.topic()
                     rec["_key"] = m.key()
+                    rec["_timestamp_ms"] = m.timestamp()[1]
                     out.append(rec)
                 if until(out):
                     return out

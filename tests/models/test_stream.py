@@ -16,7 +16,8 @@ from greenlane.models.stream import (
     load_scoring_settings,
 )
 from greenlane.models.train import train
-from greenlane.streams.core.pipeline import Assessor, InboundMessage
+from greenlane.streams.core.pipeline import Assessor
+from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path

@@ -4,14 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenlane.streams.core.pipeline import Assessor, InboundMessage, decision_id
+from greenlane.streams.core.pipeline import Assessor, decision_id
+from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.targeting import load_targeting_rules
-from tests.factories import NOW_MS, item, pre_arrival, pre_loading
+from tests.factories import NOW_MS, item, party, pre_arrival, pre_loading
 
 SCHEMAS = {
     PRE_LOADING: load_schema(schema_path("pre_loading")),
@@ -351,3 +352,109 @@ def test_a_filing_that_breaks_the_assessment_is_dead_lettered_alone(assessor, mo
     assert {r["status"] for _, r in out.responses} == {"ACCEPTED", "REJECTED"}
     assert len(out.responses) == 3  # the carrier hears about every filing
     assert set(links.changes()) == {"OK1", "OK2"} and committed == {}
+
+
+def _commit(tables: dict, views: dict) -> None:
+    for name, view in views.items():
+        for key, value in view.changes().items():
+            if value is None:
+                tables[name].pop(key, None)
+            else:
+                tables[name][key] = value
+
+
+def _assess(assessor, stage, msgs, tables, now_ms=NOW_MS):
+    views = {name: Overlay(table) for name, table in tables.items()}
+    arrival = stage == PRE_ARRIVAL
+    out = assessor.assess(
+        stage,
+        msgs,
+        views["links"],
+        now_ms,
+        views["patterns"] if arrival else None,
+        views["summaries"] if arrival else None,
+        views["replay"],
+    )
+    return out, views
+
+
+def test_a_replayed_batch_republishes_the_same_decisions_and_changes_no_state(assessor):
+    tables = {"links": {}, "patterns": {}, "summaries": {}, "replay": {}}
+    buyer = party("Jan Kowalski", "PL", address="ul. Lipowa 5, 00-001 Warszawa")
+    parcels = [
+        pre_arrival(
+            f"RP{n}",
+            destination_country="PL",
+            consignee=buyer,
+            items=[item(value=60.0, net_weight_kg=0.4)],
+        )
+        for n in range(3)
+    ]  # together over the EU's 150 EUR: the third flags the first two with amendments
+    first_out, views = _assess(assessor, PRE_ARRIVAL, messages(PRE_ARRIVAL, parcels[:2]), tables)
+    _commit(tables, views)
+    msgs = messages(PRE_ARRIVAL, parcels[2:], start_offset=2)
+    out, views = _assess(assessor, PRE_ARRIVAL, msgs, tables)
+    _commit(tables, views)
+    assert len(out.decisions) == 3 and out.replayed == 0  # RP2 and two amendments
+    state_before = json.dumps(tables, sort_keys=True)
+
+    # the worker crashed before the batch's offsets were committed: it comes again, later
+    again, views = _assess(assessor, PRE_ARRIVAL, msgs, tables, now_ms=NOW_MS + 60_000)
+    assert again.decisions == out.decisions and again.replayed == 3
+    assert [k for k, _ in again.responses] == [k for k, _ in out.responses]
+    assert all(not v.changes() for v in views.values())  # nothing applied twice
+    _commit(tables, views)
+    assert json.dumps(tables, sort_keys=True) == state_before
+
+    # a batch cut differently on replay: the known filing is republished, the new one assessed
+    mixed = messages(PRE_ARRIVAL, [parcels[1], pre_arrival("RP9")], start_offset=1)
+    out, views = _assess(assessor, PRE_ARRIVAL, mixed, tables)
+    assert out.replayed == 1
+    assert [d["house_waybill"] for d in out.decisions] == ["RP9", "RP1"]
+    assert out.decisions[1] == first_out.decisions[1]
+    assert set(views["replay"].changes()) == {decision_id(PRE_ARRIVAL, mixed[1].value)}
+
+
+def test_a_replayed_pre_loading_filing_republishes_the_revision_it_caused(assessor):
+    tables = {"links": {}, "patterns": {}, "summaries": {}, "replay": {}}
+    _, views = _assess(assessor, PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("RV1")]), tables)
+    _commit(tables, views)
+    pl = pre_loading("RV1", cargo_description="drone with lithium battery", hs_code="880622")
+    msgs = messages(PRE_LOADING, [pl])
+    out, views = _assess(assessor, PRE_LOADING, msgs, tables)
+    _commit(tables, views)
+    assert [d["revision"] for d in out.decisions] == [0, 1]
+    again, views = _assess(assessor, PRE_LOADING, msgs, tables)
+    assert again.decisions == out.decisions and again.decision_sources == [0, 0]
+    assert not views["links"].changes()
+
+
+def test_a_waiting_declaration_keeps_no_party_names_or_addresses_in_its_link_entry(assessor):
+    consignee = party("Jan Kowalski", "DE", address="ul. Lipowa 5, 00-001 Warszawa")
+    seller = party("Huaxin Supply Chain Co., Ltd.", "CN", address="8 Gangwan Rd, Shenzhen")
+    rec = pre_arrival("PD1", consignee=consignee, seller=seller)  # by air, before pre-loading
+    links: dict = {}
+    [first] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), links, NOW_MS).decisions
+    assert links["PD1"]["pre_arrival"]["pending"] is not None  # it waits for re-assessment
+    stored = json.dumps(links)
+    for secret in ("Kowalski", "Lipowa", "Huaxin", "Gangwan"):
+        assert secret not in stored
+    assert "W_PARTY_WATCHLIST" in stored  # the finding itself is kept, without the names
+    assert "Huaxin" in json.dumps(first["reasons"])  # the first decision explains it in full
+
+
+def test_re_assessment_from_the_kept_facts_equals_assessing_in_filing_order(assessor):
+    pl = pre_loading("RO1", cargo_description="drone with lithium battery", hs_code="880622")
+    pa = pre_arrival("RO1")
+    in_order: dict = {}
+    assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), in_order, NOW_MS)
+    [expected] = assessor.assess(
+        PRE_ARRIVAL, messages(PRE_ARRIVAL, [pa]), in_order, NOW_MS
+    ).decisions
+    reversed_order: dict = {}
+    assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pa]), reversed_order, NOW_MS)
+    out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), reversed_order, NOW_MS)
+    revised = out.decisions[1]
+    same = ("route", "risk_score", "reasons", "referrals", "revenue", "quality_findings")
+    assert {k: revised[k] for k in same} == {k: expected[k] for k in same}
+    assert set(revised) == set(expected)  # one builder: every revision has every field

@@ -29,7 +29,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["domain", "stages"])
+@pytest.mark.parametrize("package", ["domain", "stages", "core"])
 def test_pure_packages_import_no_kafka_faust_or_development_tools(package):
     forbidden = (
         "faust",
@@ -42,6 +42,18 @@ def test_pure_packages_import_no_kafka_faust_or_development_tools(package):
     for path in (STREAMS / package).rglob("*.py"):
         bad = {m for m in _imports(path) if m.startswith(forbidden)}
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_dependencies_point_one_way_domain_stages_core_runtime():
+    """domain <- stages <- core <- runtime: nothing imports a layer above its own."""
+    above = {
+        "domain": ("greenlane.streams.stages", "greenlane.streams.core", "greenlane.models"),
+        "stages": ("greenlane.streams.core",),
+    }
+    for package, forbidden in above.items():
+        for path in (STREAMS / package).rglob("*.py"):
+            bad = {m for m in _imports(path) if m.startswith(forbidden)}
+            assert not bad, f"{package}/{path.name} imports {sorted(bad)}"
 
 
 def test_the_product_never_imports_the_development_tools():

@@ -2,11 +2,11 @@ import json
 
 import pytest
 
+from greenlane.streams.domain.batch import DecodeFailure
 from greenlane.streams.runtime.serde import (
     UNDECODABLE,
     UNKNOWN_SCHEMA_ID,
     WRONG_SCHEMA,
-    DecodeFailure,
     WireDecoder,
     WireEncoder,
     load_schema,

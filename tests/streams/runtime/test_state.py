@@ -29,6 +29,17 @@ class Sink:
         self.records.append((topic, partition, key, value))
 
 
+def batch(state: TableState, changes: dict) -> Overlay:
+    """A batch's overlay with these changes (None deletes)."""
+    view = Overlay(state.view())
+    for key, value in changes.items():
+        if value is None:
+            view.pop(key, None)
+        else:
+            view[key] = value
+    return view
+
+
 def make_table(tmp_path: Path, store: str, monkeypatch) -> faust.Table:
     app = faust.App(f"state-test-{store[:3]}", store=store, datadir=str(tmp_path))
     table = app.Table("links", default=None, partitions=PARTITIONS)
@@ -48,13 +59,13 @@ def test_entries_go_to_the_partition_greenlane_chooses_and_move_with_it(table) -
     sink = Sink()
     view = Overlay(state.view())
     view["H1"] = {"partition": 2, "route": "RELEASE"}
-    assert state.commit(view.changes(), sink) == 1
+    assert state.commit(view, sink) == 1
     assert sink.records == [(topic, 2, b'"H1"', b'{"partition":2,"route":"RELEASE"}')]
     assert state.view()["H1"] == {"partition": 2, "route": "RELEASE"}
     assert "H1" in state.view() and "H2" not in state.view()
 
     sink = Sink()
-    state.commit({"H1": {"partition": 3, "route": "INSPECT"}}, sink)
+    state.commit(batch(state, {"H1": {"partition": 3, "route": "INSPECT"}}), sink)
     assert [(p, v) for _, p, _, v in sink.records] == [
         (2, None),  # the old partition's copy is deleted, in the store and the changelog
         (3, b'{"partition":3,"route":"INSPECT"}'),
@@ -62,7 +73,7 @@ def test_entries_go_to_the_partition_greenlane_chooses_and_move_with_it(table) -
     assert dict(state.view().items()) == {"H1": {"partition": 3, "route": "INSPECT"}}
 
     sink = Sink()
-    state.commit({"H1": None, "never-stored": None}, sink)
+    state.commit(batch(state, {"H1": None, "never-stored": None}), sink)
     assert [(p, v) for _, p, _, v in sink.records] == [(3, None)]
     assert state.view().get("H1") is None and len(state.view()) == 0
 
@@ -72,7 +83,7 @@ def test_rocksdb_bytes_are_what_faust_itself_reads_and_recovers(tmp_path, monkey
     state = TableState(table, by_key_hash(PARTITIONS))
     assert state.on_disk
     value = {"l": 5, "amounts": [1.5, 2.0], "name": "Łódź"}
-    state.commit({"seller:ab": value}, Sink())
+    state.commit(batch(state, {"seller:ab": value}), Sink())
     store = table.data
     kb = store._encode_key("seller:ab")
     partition = by_key_hash(PARTITIONS)("seller:ab", value)
@@ -80,7 +91,7 @@ def test_rocksdb_bytes_are_what_faust_itself_reads_and_recovers(tmp_path, monkey
     assert store["seller:ab"] == value  # Faust's own read path, outside an event
     # what recovery would apply from the changelog is byte for byte what is stored
     sink = Sink()
-    state.commit({"seller:ab": value}, sink)
+    state.commit(batch(state, {"seller:ab": value}), sink)
     [(_, _, key, raw)] = sink.records
     assert key == kb and raw == store._db_for_partition(partition).get(kb)
 
@@ -88,7 +99,7 @@ def test_rocksdb_bytes_are_what_faust_itself_reads_and_recovers(tmp_path, monkey
 def test_persisted_offsets_only_move_forward(tmp_path, monkeypatch) -> None:
     table = make_table(tmp_path, "rocksdb://", monkeypatch)
     state = TableState(table, by_filing_partition)
-    state.commit({"H1": {"partition": 1}}, Sink())
+    state.commit(batch(state, {"H1": {"partition": 1}}), Sink())
     tp = TP(table.changelog_topic_name, 1)
     state.persisted({1: 41})
     assert table.data.persisted_offset(tp) == 41
@@ -101,7 +112,9 @@ def test_persisted_offsets_only_move_forward(tmp_path, monkeypatch) -> None:
 
 def test_table_size_counts_the_entries(table) -> None:
     state = TableState(table, by_filing_partition)
-    state.commit({f"H{i}": {"partition": i % PARTITIONS, "n": i} for i in range(50)}, Sink())
+    state.commit(
+        batch(state, {f"H{i}": {"partition": i % PARTITIONS, "n": i} for i in range(50)}), Sink()
+    )
     entries, size = state.size()
     assert entries == 50 or (state.on_disk and 40 <= entries <= 60)  # RocksDB estimates
     assert size > 0
@@ -110,3 +123,12 @@ def test_table_size_counts_the_entries(table) -> None:
 def test_a_worker_that_has_not_joined_its_group_is_not_ready() -> None:
     app = faust.App("state-test-ready", broker="kafka://127.0.0.1:1")
     assert worker_ready(app) == (False, "no partitions assigned yet")
+
+
+def test_a_sweep_reads_the_table_in_pieces(table) -> None:
+    state = TableState(table, by_filing_partition)
+    entries = {f"H{i}": {"partition": i % PARTITIONS, "n": i} for i in range(25)}
+    state.commit(batch(state, entries), Sink())
+    pieces = list(state.chunks(10))
+    assert [len(p) for p in pieces] == [10, 10, 5]
+    assert {k: v for p in pieces for k, v in p.items()} == entries

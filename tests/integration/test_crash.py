@@ -1,0 +1,156 @@
+"""Crashes: kill -9 in the middle of a backlog, and a worker of two killed.
+
+Nothing is lost (every filing offset has a decision or a dead letter), a redelivered filing
+gets the very decision it got before (same decision_id, same route), and links made before the
+crash are still seen after it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from collections import defaultdict
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from greenlane.streams.devtools.progress import scrape, total
+from greenlane.streams.devtools.simulator import CarrierSimulator, generate
+from tests.integration.conftest import Harness, free_port
+
+pytestmark = pytest.mark.integration
+
+DECISIONS = ["release", "hold", "inspect"]
+BACKLOG = 50_000
+
+
+@pytest.fixture(scope="module")
+def harness_env_extra() -> str:
+    return "batch_max = 1000\n"
+
+
+def decided(harness: Harness, url: str | None = None) -> float:
+    samples = scrape(url or harness.metrics_url)
+    return total(samples, "greenlane_decisions_total") + total(
+        samples, "greenlane_dead_letters_total"
+    )
+
+
+def preload(harness: Harness, count: int, seed: int) -> int:
+    """Filings on the topics as carriers send them; returns how many offsets the filing
+    topics hold in all (earlier tests' filings included)."""
+    report = CarrierSimulator(harness.settings).send(
+        generate(count, seed=seed, risky_share=0.05, invalid_share=0.01)
+    )
+    assert report.failed == 0 and report.delivered == report.total
+    consumer = Consumer(
+        {"bootstrap.servers": harness.settings.bootstrap_servers, "group.id": "it-crash-probe"}
+    )
+    try:
+        ends = 0
+        for role in ("pre_loading", "pre_arrival"):
+            topic = harness.settings.topics.name(role)
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                ends += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return ends
+    finally:
+        consumer.close()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        time.sleep(0.2)
+
+
+def outputs(harness: Harness, expected_offsets: int) -> tuple[list[dict], list[dict]]:
+    """Every decision and dead letter, read until each filing offset has at least one."""
+
+    def covered(records: list[dict]) -> bool:
+        return len({source(r) for r in records}) >= expected_offsets
+
+    records = harness.read([*DECISIONS, "dead_letter"], covered, timeout=240)
+    decisions = [r for r in records if "route" in r]
+    dead = [r for r in records if "error_code" in r]
+    return decisions, dead
+
+
+def source(r: dict) -> tuple[str, int, int]:
+    return r["source_topic"], r["source_partition"], r["source_offset"]
+
+
+def assert_duplicates_agree(decisions: list[dict]) -> int:
+    """Every copy of a decision_id is the same decision; returns how many ids came twice."""
+    by_id: dict[str, list[dict]] = defaultdict(list)
+    for d in decisions:
+        by_id[d["decision_id"]].append(d)
+    twice = 0
+    for copies in by_id.values():
+        if len(copies) > 1:
+            twice += 1
+            first = {k: v for k, v in copies[0].items() if not k.startswith("_")}
+            for other in copies[1:]:
+                assert {k: v for k, v in other.items() if not k.startswith("_")} == first
+    return twice
+
+
+def test_kill_9_mid_backlog_loses_nothing_and_repeats_decisions_exactly(harness: Harness):
+    harness.stop_worker()
+    sent = preload(harness, BACKLOG, seed=31)
+    harness.start_worker()
+    wait_until(lambda: decided(harness) >= sent // 3, 180, "a third of the backlog decided")
+    os.kill(harness.worker.pid, signal.SIGKILL)
+    harness.worker.wait()
+    killed_at_ms = time.time() * 1000
+    harness.start_worker()
+
+    decisions, dead = outputs(harness, sent)
+    sources = {source(r) for r in decisions + dead}
+    assert len(sources) == sent  # every filing offset answered: nothing lost
+    twice = assert_duplicates_agree(decisions)
+    assert twice > 0, "the kill should have left some batch delivered but not committed"
+
+    # links made before the crash are seen after it
+    pre_loading_before = {
+        d["house_waybill"]: d["decision_id"]
+        for d in decisions
+        if d["stage"] == "PRE_LOADING" and d["_timestamp_ms"] < killed_at_ms
+    }
+    linked_after = [
+        d
+        for d in decisions
+        if d["stage"] == "PRE_ARRIVAL"
+        and d["revision"] == 0
+        and d["_timestamp_ms"] > killed_at_ms
+        and d["house_waybill"] in pre_loading_before
+    ]
+    assert linked_after, "the backlog should hold consignments split by the crash"
+    for d in linked_after:
+        assert d["linked_decision_id"] == pre_loading_before[d["house_waybill"]]
+
+
+def test_of_two_workers_one_killed_the_other_takes_over_and_nothing_is_lost(harness: Harness):
+    harness.stop_worker()
+    sent = preload(harness, 20_000, seed=37)
+    harness.start_worker()
+    port = free_port()
+    second_url = f"http://127.0.0.1:{port}/metrics"
+    second = harness.spawn(
+        "--data-dir", tempfile.mkdtemp(prefix="greenlane-it-w2-"), "--metrics-port", str(port)
+    )
+    try:
+        harness.wait_ready(second, second_url)
+        # both in the group with a share of the partitions, then one dies mid-backlog
+        wait_until(lambda: decided(harness, second_url) >= 500, 180, "the second worker's share")
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait()
+        decisions, dead = outputs(harness, sent)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+    assert len({source(r) for r in decisions + dead}) == sent
+    assert_duplicates_agree(decisions)
