@@ -240,9 +240,12 @@ class Assessor:
             extra,
         )
 
-    def _allocate_lanes(self, decisions: list[dict], now_ms: int) -> list[dict]:
-        """Capacity ceiling and random selection (pre-arrival); the decisions as they stand."""
-        changes = self.lanes.allocate(decisions, now_ms)
+    def _allocate_lanes(
+        self, decisions: list[dict], now_ms: int, lanes: MutableMapping[str, dict] | None
+    ) -> list[dict]:
+        """Capacity ceiling and random selection (pre-arrival); the decisions as they stand.
+        ``lanes``: the quota counts (a table's overlay; None: kept by the allocator)."""
+        changes = self.lanes.allocate(decisions, now_ms, lanes)
         return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
 
     def assess(
@@ -254,6 +257,7 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None = None,
         summaries: MutableMapping[str, dict] | None = None,
         replay_log: MutableMapping[str, dict] | None = None,
+        lanes: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """Decide every message of one stage; bad ones become dead letters, never exceptions.
 
@@ -264,11 +268,12 @@ class Assessor:
         ``replay_log`` (decision_id of a filing -> the decisions its assessment published)
         makes a replay harmless: a filing already assessed (its state changes are in the
         tables) is not assessed again; the decisions it produced are published again as they
-        were, same ids, same routes. Without it every message is assessed.
+        were, same ids, same routes. Without it every message is assessed. ``lanes`` holds
+        the inspection-quota counts (None: the allocator keeps them).
         """
         if replay_log is not None:
             return self._assess_logged(
-                stage, messages, links, now_ms, patterns, summaries, replay_log
+                stage, messages, links, now_ms, patterns, summaries, replay_log, lanes
             )
         out = BatchOutcome()
         decoded = self.decoders[stage].decode_batch([m.value for m in messages])
@@ -346,7 +351,7 @@ class Assessor:
                 usable, entries, scores, revenues, models, strict=True
             )
         ]
-        decisions = self._allocate_lanes(decisions, now_ms)
+        decisions = self._allocate_lanes(decisions, now_ms, lanes)
         if stage == PRE_ARRIVAL and decisions and summaries is not None:
             made = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
             for (pos, _, _), d, summary in zip(usable, decisions, made, strict=True):
@@ -396,7 +401,7 @@ class Assessor:
             entry["partition"] = msg.partition
             links[waybill] = entry
         if reassess:
-            self._reassess(out, reassess, links, now_ms)
+            self._reassess(out, reassess, links, now_ms, lanes)
         trigger = {r["house_waybill"]: pos for pos, r, _ in usable}
         for group in out.split_groups:
             pos = trigger.get(group["trigger_waybill"], len(messages) - 1)
@@ -413,16 +418,18 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None,
         summaries: MutableMapping[str, dict] | None,
         replay_log: MutableMapping[str, dict],
+        lanes: MutableMapping[str, dict] | None,
     ) -> BatchOutcome:
         """``assess`` the filings the replay log does not know; republish those it does."""
         ids = [decision_id(stage, m.value or b"") for m in messages]
         logged = {i: replay_log.get(did) for i, did in enumerate(ids)}
         fresh = [i for i, entry in logged.items() if entry is None]
         if len(fresh) == len(messages):
-            out = self.assess(stage, messages, links, now_ms, patterns, summaries)
+            out = self.assess(stage, messages, links, now_ms, patterns, summaries, lanes=lanes)
         else:
+            fresh_messages = [messages[i] for i in fresh]
             out = self.assess(
-                stage, [messages[i] for i in fresh], links, now_ms, patterns, summaries
+                stage, fresh_messages, links, now_ms, patterns, summaries, lanes=lanes
             )
             out.decision_sources = [fresh[pos] for pos in out.decision_sources]
         published: dict[int, list] = {}
@@ -451,6 +458,7 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None = None,
         summaries: MutableMapping[str, dict] | None = None,
         replay_log: MutableMapping[str, dict] | None = None,
+        lanes: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """``assess``, except that a filing which breaks the assessment (a defect greenlane
         did not foresee) is dead-lettered with the error instead of failing its whole batch.
@@ -458,7 +466,7 @@ class Assessor:
         The batch is tried on throw-away overlays; if it raises, it is redone filing by filing,
         each on its own overlays, and only the filings that succeed change the tables.
         """
-        tables = (links, patterns, summaries, replay_log)
+        tables = (links, patterns, summaries, replay_log, lanes)
         try:
             trial = [Overlay(t) if t is not None else None for t in tables]
             out = self.assess(stage, messages, trial[0], now_ms, *trial[1:])
@@ -535,6 +543,7 @@ class Assessor:
         pending: list[tuple[str, int, dict, dict]],
         links: MutableMapping[str, dict],
         now_ms: int,
+        lanes: MutableMapping[str, dict] | None,
     ) -> None:
         """Re-assess pre-arrival declarations that came before their pre-loading filing.
 
@@ -576,7 +585,7 @@ class Assessor:
                     model,
                 )
             )
-        decisions = self._allocate_lanes(decisions, now_ms)
+        decisions = self._allocate_lanes(decisions, now_ms, lanes)
         for (waybill, pos, arrival, _), decision in zip(pending, decisions, strict=True):
             updated = dict(arrival, pending=None)
             if decision["route"] != arrival["route"]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from greenlane.streams.devtools.bench_core import core_costs
+from greenlane.streams.devtools.launcher import WorkerProcess
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
 from greenlane.streams.runtime import admin
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
@@ -156,7 +157,7 @@ def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides
 
 
 def _drain_responses(
-    s: Settings, expected: int, timeout: float, workers: list[subprocess.Popen]
+    s: Settings, expected: int, timeout: float, workers: list[WorkerProcess]
 ) -> tuple[int, float, float]:
     """Count carrier responses until `expected`; return (count, first ts, last ts) in seconds."""
     c = _consumer(s, f"bench-responses-{uuid.uuid4().hex}")
@@ -166,8 +167,8 @@ def _drain_responses(
     try:
         while count < expected and time.monotonic() < deadline:
             for worker in workers:
-                if worker.poll() is not None:
-                    raise RuntimeError(f"a worker exited with {worker.returncode} during the bench")
+                if (code := worker.exited()) is not None:
+                    raise RuntimeError(f"a worker exited with {code} during the bench")
             for m in c.consume(10000, timeout=0.5):
                 if m.error():
                     continue
@@ -283,21 +284,14 @@ def main(args: argparse.Namespace) -> int:
     settings_file = _worker_settings_file(s, app_id, 0, args.worker_settings.replace("\\n", "\n"))
     worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
     worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
-    command = [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"] + (
-        ["--no-uvloop"] if args.no_uvloop else []
-    )
-    with worker_log.open("wb") as fh:  # N workers in one consumer group: Kafka's scale-out
-        # each with its own table directory, as on separate machines
-        data_dirs = [tempfile.mkdtemp(prefix=f"greenlane-bench-w{i}-") for i in range(args.workers)]
-        workers = [
-            subprocess.Popen(
-                [*command, "--data-dir", data_dir],
-                env=worker_env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-            for data_dir in data_dirs
-        ]
+    flags = ("--quiet", *(("--no-uvloop",) if args.no_uvloop else ()))
+    # N workers in one consumer group (Kafka's scale-out), each with its own table directory,
+    # as on separate machines
+    data_dirs = [tempfile.mkdtemp(prefix=f"greenlane-bench-w{i}-") for i in range(args.workers)]
+    workers = [
+        WorkerProcess(worker_log, worker_env, (*flags, "--data-dir", data_dir)).start()
+        for data_dir in data_dirs
+    ]
     try:
         count, first, last = _drain_responses(s, expected, timeout=1800, workers=workers)
         span = max(last - first, 1e-3)
@@ -316,12 +310,7 @@ def main(args: argparse.Namespace) -> int:
         log(f"  {pipeline['latency']}")
     finally:
         for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
         settings_file.unlink(missing_ok=True)
         for data_dir in data_dirs:
             shutil.rmtree(data_dir, ignore_errors=True)

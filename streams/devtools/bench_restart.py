@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +25,7 @@ from greenlane.streams.devtools.bench import (
     _end_offsets,
     _worker_settings_file,
 )
-from greenlane.streams.devtools.progress import readiness
+from greenlane.streams.devtools.launcher import WorkerProcess, free_port
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
 from greenlane.streams.runtime import admin
 from greenlane.streams.settings import load_settings
@@ -67,38 +66,6 @@ class MemorySampler:
         return {"peak_rss_mb": round(self.peak, 1), "last_rss_mb": round(self.last, 1)}
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(worker: subprocess.Popen) -> float:
-    """SIGTERM and wait (a clean stop commits offsets); returns the seconds it took."""
-    t0 = time.monotonic()
-    worker.terminate()
-    try:
-        worker.wait(60)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-    return time.monotonic() - t0
-
-
-def _wait_ready(url: str, worker: subprocess.Popen, timeout: float) -> float:
-    """Seconds from now until the worker's /ready answers 200."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with {worker.returncode} before it was ready")
-        if readiness(url, timeout=1.0)[0]:
-            return time.monotonic() - t0
-        time.sleep(0.1)
-    raise RuntimeError(f"the worker was not ready within {timeout:g} s")
-
-
 def main(args: argparse.Namespace) -> int:
     run_id = uuid.uuid4().hex[:8]
     env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
@@ -114,24 +81,22 @@ def main(args: argparse.Namespace) -> int:
         _end_offsets(s, [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]).values()
     )
     app_id = f"greenlane-bench-{run_id}"
-    port = _free_port()
+    port = free_port()
     settings_file = _worker_settings_file(s, app_id, port, "")
     worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
     data_dir = tempfile.mkdtemp(prefix="greenlane-bench-restart-")
     url = f"http://127.0.0.1:{port}/metrics"
     worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
-    command = [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet"]
-    command += ["--data-dir", data_dir]
 
-    def start() -> subprocess.Popen:
-        with worker_log.open("ab") as fh:
-            return subprocess.Popen(command, env=worker_env, stdout=fh, stderr=subprocess.STDOUT)
+    def start() -> WorkerProcess:
+        flags = ("--quiet", "--data-dir", data_dir)
+        return WorkerProcess(worker_log, worker_env, flags, url).start()
 
     result: dict = {"filings": expected, "partitions": args.partitions}
     worker = start()
     try:
         sampler = MemorySampler(worker.pid)
-        result["first_start_ready_seconds"] = round(_wait_ready(url, worker, 300), 2)
+        result["first_start_ready_seconds"] = round(worker.wait_ready(300), 2)
         log(f"draining {expected:,} filings…")
         t0 = time.monotonic()
         count, first, last = _drain_responses(s, expected, timeout=args.timeout, workers=[worker])
@@ -142,19 +107,19 @@ def main(args: argparse.Namespace) -> int:
             **sampler.stop(),
         }
         log(f"  {result['drain']}")
-        result["stop_seconds"] = round(_stop(worker), 2)
+        result["stop_seconds"] = round(worker.stop(60), 2)
         tables = sum(f.stat().st_size for f in Path(data_dir).rglob("*") if f.is_file())
         result["tables_on_disk_mb"] = round(tables / 2**20, 1)
 
         log("restarting on the same table directory…")
         worker = start()
         sampler = MemorySampler(worker.pid)
-        result["restart_ready_seconds"] = round(_wait_ready(url, worker, 600), 2)
+        result["restart_ready_seconds"] = round(worker.wait_ready(600), 2)
         time.sleep(args.settle_seconds)  # timers, first scrapes: memory after it settles
         result["after_restart"] = sampler.stop()
         log(f"  ready in {result['restart_ready_seconds']} s; {result['after_restart']}")
     finally:
-        _stop(worker)
+        worker.stop()
         settings_file.unlink(missing_ok=True)
         shutil.rmtree(data_dir, ignore_errors=True)
         if not args.keep_topics:

@@ -44,6 +44,7 @@ from greenlane.streams.runtime.state import (
 )
 from greenlane.streams.settings import Settings, schema_path, settings
 from greenlane.streams.stages import quality
+from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
 from greenlane.streams.stages.patterns import expire_state
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 
@@ -54,6 +55,7 @@ LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
 SUMMARY_TABLE = "decision_summaries"
 REPLAY_TABLE = "replay_log"
+LANE_TABLE = "lane_quotas"
 PATTERN_EXPIRY_SECONDS = 300.0
 DRIFT_EXPORT_SECONDS = 15.0
 RETENTION_SWEEP_SECONDS = 600.0
@@ -159,7 +161,10 @@ def create_app(s: Settings | None = None) -> faust.App:
     # decision_id of a filing -> the decisions it published: a redelivered filing is
     # republished as it was, not assessed again over state that already counts it
     replays = TableState(table(REPLAY_TABLE), by_filing_partition)
-    tables = (links, patterns, summaries, replays)
+    # inspection-quota counts per destination and filing partition: they survive a restart
+    # and move with their partition
+    quotas = TableState(table(LANE_TABLE), by_filing_partition)
+    tables = (links, patterns, summaries, replays, quotas)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
     fetch = admin.schema_fetcher(admin.registry_client(s))
@@ -176,7 +181,13 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     rulebook = RuleBook(s.worker.targeting_path, s.worker.profile_check_seconds, on_reload)
     scorer = StreamScorer()  # the registry's current model, if any; swapped when promoted
-    assessor = Assessor(quality.load_quality_rules(), rulebook.current, decoders, scorer=scorer)
+    assessor = Assessor(
+        quality.load_quality_rules(),
+        rulebook.current,
+        decoders,
+        lanes=LaneAllocator(load_lane_settings(), s.topics.partitions),
+        scorer=scorer,
+    )
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
@@ -301,6 +312,7 @@ def create_app(s: Settings | None = None) -> faust.App:
                 views[1] if arrival else None,
                 views[2] if arrival else None,
                 views[3],
+                views[4],  # pre-loading too: a re-assessed declaration may change lanes
             )
             # Before the first await: the other stage's agent must see these links.
             batch = publisher.begin()

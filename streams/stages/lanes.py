@@ -28,19 +28,20 @@ allowance until the share is back under. Within a batch the lowest scores give w
 batches capacity goes first come, first served: a batch is the unit of comparison, which keeps
 the state to two counters per bucket and the cost O(1) per consignment.
 
-The quota is stateful. A filing redelivered after a crash does not meet it again: the batch core
-republishes its logged decision (core.pipeline, the replay log). The counts themselves live in
-one allocator per worker, in memory: they start from zero when a worker starts, and each worker
-holds its partitions' share of the traffic to a destination, so with N workers the ceiling holds
-for each worker's traffic and therefore for the total.
+The quota is stateful. Its counts are entries of a state mapping the caller passes (the
+worker's ``lane_quotas`` table through a batch overlay): one per destination and filing
+partition, so they survive a restart and move with their partition. A worker counts the
+partitions it holds, so with N workers the ceiling holds for each worker's traffic and
+therefore for the total. A filing redelivered after a crash does not meet the quota again: the
+batch core republishes its logged decision (core.pipeline, the replay log).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -246,16 +247,21 @@ class _Selector:
 
 
 class _Window:
-    """Moving counts of one destination's consignments and inspections, in time buckets."""
+    """Moving counts of one destination's consignments and inspections, in time buckets, for
+    one filing partition: a state entry ``{"partition", "bucket_ms", "buckets"}`` read back."""
 
-    __slots__ = ("bucket_ms", "buckets", "inspected", "n_buckets", "total")
+    __slots__ = ("bucket_ms", "buckets", "changed", "inspected", "n_buckets", "partition", "total")
 
-    def __init__(self, bucket_ms: int, n_buckets: int) -> None:
+    def __init__(self, bucket_ms: int, n_buckets: int, partition: int, entry: dict | None) -> None:
         self.bucket_ms = bucket_ms
         self.n_buckets = n_buckets
-        self.buckets: deque[list[int]] = deque()  # [bucket id, consignments, inspections]
-        self.total = 0
-        self.inspected = 0
+        self.partition = partition
+        self.changed = False
+        # [bucket id, consignments, inspections]; counted in other units (settings changed): none
+        kept = entry["buckets"] if entry and entry.get("bucket_ms") == bucket_ms else []
+        self.buckets: deque[list[int]] = deque(list(b) for b in kept)
+        self.total = sum(b[1] for b in self.buckets)
+        self.inspected = sum(b[2] for b in self.buckets)
 
     def advance(self, now_ms: int) -> None:
         oldest = now_ms // self.bucket_ms - self.n_buckets
@@ -264,8 +270,11 @@ class _Window:
             _, total, inspected = buckets.popleft()
             self.total -= total
             self.inspected -= inspected
+            self.changed = True
 
     def add(self, now_ms: int, total: int, inspected: int) -> None:
+        if not total and not inspected:
+            return
         bucket = now_ms // self.bucket_ms
         # A clock that steps back adds to the newest bucket rather than reordering the window.
         if self.buckets and self.buckets[-1][0] >= bucket:
@@ -275,6 +284,14 @@ class _Window:
             self.buckets.append([bucket, total, inspected])
         self.total += total
         self.inspected += inspected
+        self.changed = True
+
+    def entry(self) -> dict:
+        return {
+            "partition": self.partition,
+            "bucket_ms": self.bucket_ms,
+            "buckets": [list(b) for b in self.buckets],
+        }
 
 
 @dataclass(slots=True)
@@ -283,15 +300,16 @@ class _Destination:
 
     lanes: DestinationLanes
     selector: _Selector
-    window: _Window
     random_change: LaneChange  # a random pick raised to the random route
     random_reason: dict
 
 
 @dataclass(slots=True)
 class _Batch:
-    new: int = 0  # consignments not seen before (revision 0)
-    mandatory: int = 0  # INSPECTs that may not be downgraded
+    # per filing partition: consignments not seen before (revision 0), INSPECTs that may not
+    # be downgraded
+    new: Counter = field(default_factory=Counter)
+    mandatory: Counter = field(default_factory=Counter)
     candidates: list[int] = field(default_factory=list)  # positions of rule-based INSPECTs
 
 
@@ -302,24 +320,40 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-class LaneAllocator:
-    """Stateful across batches (one per worker); the state is small counters per destination."""
+LANE_PREFIX = "lane:"
 
-    def __init__(self, settings: LaneSettings) -> None:
+
+def lane_key(country: str, partition: int) -> str:
+    return f"{LANE_PREFIX}{country}:{partition}"
+
+
+class LaneAllocator:
+    """The lane rules compiled; the counts live in a state mapping the caller keeps (a table:
+    one entry per destination and filing partition, so they survive a restart and move with
+    their partition), or in the allocator itself when the caller passes none."""
+
+    def __init__(self, settings: LaneSettings, partitions: int = 1) -> None:
+        """``partitions``: of the filing topics; counts are kept per partition of the filing."""
         self.settings = settings
+        self.partitions = partitions
         self._destinations: dict[str, _Destination] = {}
+        self._own_state: dict[str, dict] = {}
 
     def reconfigure(self, settings: LaneSettings) -> None:
-        """New settings (hot reload); a destination keeps its counts if its window is unchanged."""
-        old, self.settings = self._destinations, settings
+        """New settings (hot reload); counts kept in other bucket sizes are not read again."""
+        self.settings = settings
         self._destinations = {}
-        for country, before in old.items():
-            after = self._destination(country)
-            if (before.lanes.bucket_ms, before.lanes.window_buckets) == (
-                after.lanes.bucket_ms,
-                after.lanes.window_buckets,
-            ):
-                after.window = before.window
+
+    def _windows(
+        self, country: str, lanes: DestinationLanes, state: MutableMapping[str, dict]
+    ) -> list[_Window]:
+        """This destination's windows on the partitions the state holds (a worker holds its
+        own partitions' counts: with N workers the ceiling holds for each one's traffic, and
+        therefore for the total)."""
+        return [
+            _Window(lanes.bucket_ms, lanes.window_buckets, p, state.get(lane_key(country, p)))
+            for p in range(self.partitions)
+        ]
 
     def _destination(self, country: str) -> _Destination:
         lanes = self.settings.for_destination(country)
@@ -334,30 +368,42 @@ class LaneAllocator:
         dest = _Destination(
             lanes=lanes,
             selector=_Selector(lanes.salt, lanes.min_random_rate),
-            window=_Window(lanes.bucket_ms, lanes.window_buckets),
             random_change=LaneChange(lanes.random_route, True, reason),
             random_reason=reason,
         )
         self._destinations[country] = dest
         return dest
 
-    def window(self, country: str, now_ms: int | None = None) -> tuple[int, int]:
+    def window(
+        self,
+        country: str,
+        now_ms: int | None = None,
+        state: MutableMapping[str, dict] | None = None,
+    ) -> tuple[int, int]:
         """(inspections, consignments) to a destination in the window, for metrics and tests."""
-        dest = self._destinations.get(country)
-        if dest is None:
-            return 0, 0
-        if now_ms is not None:
-            dest.window.advance(now_ms)
-        return dest.window.inspected, dest.window.total
+        state = self._own_state if state is None else state
+        lanes = self.settings.for_destination(country)
+        windows = self._windows(country, lanes, state)
+        for w in windows:
+            if now_ms is not None:
+                w.advance(now_ms)
+        return sum(w.inspected for w in windows), sum(w.total for w in windows)
 
-    def allocate(self, decisions: Sequence[dict], now_ms: int) -> list[LaneChange | None]:
+    def allocate(
+        self,
+        decisions: Sequence[dict],
+        now_ms: int,
+        state: MutableMapping[str, dict] | None = None,
+    ) -> list[LaneChange | None]:
         """Per decision: None (unchanged) or the lane change and its reason.
 
         Only PRE_ARRIVAL decisions are considered. Forced decisions (``forced`` true, or a
         ``forced_outcome`` set by a targeting rule) are left alone but count towards the window.
         Re-assessments (``revision`` > 0) add their INSPECT, not another consignment.
-        ``now_ms`` is the worker's clock; it moves the window.
+        ``now_ms`` is the worker's clock; it moves the window. ``state``: where the counts
+        are read and written (a batch's overlay); None keeps them in the allocator.
         """
+        state = self._own_state if state is None else state
         out: list[LaneChange | None] = [None] * len(decisions)
         batches: dict[str, tuple[_Destination, _Batch]] = {}
         destinations = self._destinations
@@ -370,12 +416,13 @@ class LaneAllocator:
                 dest = destinations.get(country) or self._destination(country)
                 entry = batches[country] = (dest, _Batch())
             dest, batch = entry
+            partition = self._partition(d)
             if not d.get("revision"):
-                batch.new += 1
+                batch.new[partition] += 1
             route = d["route"]
             if d.get("forced") or d.get("forced_outcome"):
                 if route == INSPECT:
-                    batch.mandatory += 1
+                    batch.mandatory[partition] += 1
             elif dest.selector.picks(d["house_waybill"]):
                 random_route = dest.lanes.random_route
                 if ROUTE_RANK[route] < ROUTE_RANK[random_route]:
@@ -384,13 +431,16 @@ class LaneAllocator:
                 else:  # already at or above the random lane: only flagged, never lowered
                     out[i] = LaneChange(route, True, dest.random_reason)
                 if route == INSPECT:
-                    batch.mandatory += 1
+                    batch.mandatory[partition] += 1
             elif route == INSPECT:
                 batch.candidates.append(i)
 
         for country, (dest, batch) in batches.items():
-            self._apply_ceiling(country, dest, batch, decisions, out, now_ms)
+            self._apply_ceiling(country, dest, batch, decisions, out, now_ms, state)
         return out
+
+    def _partition(self, decision: dict) -> int:
+        return (decision.get("source_partition") or 0) % self.partitions
 
     def _apply_ceiling(
         self,
@@ -400,19 +450,25 @@ class LaneAllocator:
         decisions: Sequence[dict],
         out: list[LaneChange | None],
         now_ms: int,
+        state: MutableMapping[str, dict],
     ) -> None:
-        lanes, window = dest.lanes, dest.window
-        window.advance(now_ms)
+        lanes = dest.lanes
+        windows = self._windows(country, lanes, state)
+        for w in windows:
+            w.advance(now_ms)
+        in_window = sum(w.total for w in windows)
+        inspected_in_window = sum(w.inspected for w in windows)
+        new, mandatory = sum(batch.new.values()), sum(batch.mandatory.values())
         candidates = batch.candidates
-        total = window.total + batch.new
+        total = in_window + new
         volume = max(total, lanes.warm_up_consignments)
         allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
-        allowance = max(0, allowance - window.inspected - batch.mandatory)
+        allowance = max(0, allowance - inspected_in_window - mandatory)
         excess = len(candidates) - allowance
         if excess > 0:
             # Lowest score first; among equal scores the later consignment gives way.
             candidates.sort(key=lambda i: (decisions[i]["risk_score"], -i))
-            inspected = window.inspected + batch.mandatory + allowance
+            inspected = inspected_in_window + mandatory + allowance
             text = self.settings.reasons[L_CAPACITY_DOWNGRADE]
             evidence = (
                 f"{country}: {inspected} of {total} consignments inspected over "
@@ -431,10 +487,15 @@ class LaneAllocator:
                         "carrier_visible": text.carrier_visible,
                     },
                 )
-            kept = allowance
+            kept = candidates[excess:]
         else:
-            kept = len(candidates)
-        window.add(now_ms, batch.new, batch.mandatory + kept)
+            kept = candidates
+        kept_by = Counter(self._partition(decisions[i]) for i in kept)
+        for w in windows:
+            p = w.partition
+            w.add(now_ms, batch.new[p], batch.mandatory[p] + kept_by[p])
+            if w.changed:
+                state[lane_key(country, p)] = w.entry()
 
 
 def apply_change(decision: dict, change: LaneChange | None) -> dict:

@@ -7,9 +7,6 @@ messages, and its own worker process, stopped when the module is done.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,18 +18,12 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from greenlane.streams.devtools.progress import readiness
+from greenlane.streams.devtools.launcher import WorkerNotReady, WorkerProcess, free_port
 from greenlane.streams.runtime import admin
 from greenlane.streams.runtime.serde import WireDecoder, load_schema
 from greenlane.streams.settings import Settings, load_settings, schema_path
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -42,42 +33,29 @@ class Harness:
     metrics_url: str
     producer: Producer
     log: Path
-    worker: subprocess.Popen | None = None
+    worker: WorkerProcess | None = None
 
     def start_worker(self) -> None:
         """Start the module's worker process and wait until it says it is ready (/ready)."""
-        self.worker = self.spawn()
-        self.wait_ready(self.worker, self.metrics_url)
+        self.worker = self.spawn(metrics_url=self.metrics_url)
 
-    def spawn(self, *args: str) -> subprocess.Popen:
-        """A worker process of this module's app (extra CLI arguments, e.g. another
-        --data-dir and --metrics-port for a second worker in the group)."""
-        with self.log.open("ab") as fh:
-            return subprocess.Popen(
-                [sys.executable, "-m", "greenlane.streams.cli", "worker", "--quiet", *args],
-                env=self.env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
-
-    def wait_ready(self, worker: subprocess.Popen, metrics_url: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while not readiness(metrics_url)[0]:
-            if worker.poll() is not None or time.monotonic() > deadline:
-                worker.kill()
-                worker.wait()
-                pytest.fail(f"worker did not get ready; log:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    def spawn(self, *args: str, metrics_url: str | None = None) -> WorkerProcess:
+        """A ready worker process of this module's app; extra CLI arguments (another
+        --data-dir and --metrics-port) make a second worker in the same group."""
+        worker = WorkerProcess(
+            self.log, self.env, ("--quiet", *args), metrics_url or self.metrics_url
+        ).start()
+        try:
+            worker.wait_ready()
+        except WorkerNotReady as exc:
+            worker.kill9()
+            pytest.fail(str(exc))
+        return worker
 
     def stop_worker(self) -> None:
         if self.worker is None:
             return
-        self.worker.terminate()
-        try:
-            self.worker.wait(30)
-        except subprocess.TimeoutExpired:
-            self.worker.kill()
-            self.worker.wait()
+        self.worker.stop()
         self.worker = None
 
     def send(self, role: str, records: list[dict]) -> None:

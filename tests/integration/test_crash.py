@@ -7,8 +7,6 @@ crash are still seen after it.
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from collections import defaultdict
@@ -16,9 +14,10 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from greenlane.streams.devtools.launcher import free_port
 from greenlane.streams.devtools.progress import scrape, total
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
-from tests.integration.conftest import Harness, free_port
+from tests.integration.conftest import Harness
 
 pytestmark = pytest.mark.integration
 
@@ -102,8 +101,7 @@ def test_kill_9_mid_backlog_loses_nothing_and_repeats_decisions_exactly(harness:
     sent = preload(harness, BACKLOG, seed=31)
     harness.start_worker()
     wait_until(lambda: decided(harness) >= sent // 3, 180, "a third of the backlog decided")
-    os.kill(harness.worker.pid, signal.SIGKILL)
-    harness.worker.wait()
+    harness.worker.kill9()
     killed_at_ms = time.time() * 1000
     harness.start_worker()
 
@@ -139,18 +137,18 @@ def test_of_two_workers_one_killed_the_other_takes_over_and_nothing_is_lost(harn
     port = free_port()
     second_url = f"http://127.0.0.1:{port}/metrics"
     second = harness.spawn(
-        "--data-dir", tempfile.mkdtemp(prefix="greenlane-it-w2-"), "--metrics-port", str(port)
+        "--data-dir",
+        tempfile.mkdtemp(prefix="greenlane-it-w2-"),
+        "--metrics-port",
+        str(port),
+        metrics_url=second_url,
     )
     try:
-        harness.wait_ready(second, second_url)
         # both in the group with a share of the partitions, then one dies mid-backlog
         wait_until(lambda: decided(harness, second_url) >= 500, 180, "the second worker's share")
-        os.kill(second.pid, signal.SIGKILL)
-        second.wait()
+        second.kill9()
         decisions, dead = outputs(harness, sent)
     finally:
-        if second.poll() is None:
-            second.kill()
-            second.wait()
+        second.kill9()
     assert len({source(r) for r in decisions + dead}) == sent
     assert_duplicates_agree(decisions)

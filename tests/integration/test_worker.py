@@ -175,7 +175,13 @@ def test_table_sizes_are_exported_for_each_table(harness):
         assert time.monotonic() < deadline, f"no link table size after 30 s: {entries}"
         time.sleep(1)
     tables = {dict(labels)["table"] for labels in entries}
-    assert tables == {"consignment_links", "pattern_state", "decision_summaries", "replay_log"}
+    assert tables == {
+        "consignment_links",
+        "pattern_state",
+        "decision_summaries",
+        "replay_log",
+        "lane_quotas",
+    }
     assert total(samples, "greenlane_table_bytes", table="consignment_links") > 0
 
 

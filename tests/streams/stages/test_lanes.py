@@ -1,4 +1,5 @@
 import copy
+import json
 import math
 import random
 import time
@@ -16,6 +17,7 @@ from greenlane.streams.stages.lanes import (
     LaneChange,
     apply_change,
     is_random_pick,
+    lane_key,
     load_lane_settings,
 )
 
@@ -467,3 +469,40 @@ def test_speed_per_decision():
     per_decision_us = (time.perf_counter() - start) / len(records) * 1e6
     print(f"lanes: {per_decision_us:.2f} µs/decision")
     assert per_decision_us < 25
+
+
+# --- counts kept in a table ---------------------------------------------------------------------
+
+
+def test_counts_kept_in_the_callers_state_survive_a_new_allocator(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.1, "min_random_rate": 0.0, "warm_up_consignments": 0},
+    )
+    state: dict = {}
+    first = LaneAllocator(s, partitions=2)
+    first.allocate([decision(i, 80 if i < 10 else 0) for i in range(100)], NOW, state)
+    assert first.window("DE", state=state) == (10, 100)
+    json.loads(json.dumps(state))  # plain data: a table entry
+
+    restarted = LaneAllocator(s, partitions=2)  # a restart: nothing in memory
+    assert restarted.window("DE", state=state) == (10, 100)
+    more = [decision(1000 + i, 90) for i in range(5)]
+    changes = restarted.allocate(more, NOW + 1, state)
+    assert [final_route(d, c) for d, c in zip(more, changes, strict=True)] == [HOLD] * 5
+    assert LaneAllocator(s, partitions=2).window("DE") == (0, 0)  # its own state: empty
+
+
+def test_counts_are_kept_per_filing_partition_and_a_worker_sees_its_own(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.5, "min_random_rate": 0.0, "warm_up_consignments": 0},
+    )
+    state: dict = {}
+    batch = [decision(i, 80 if i % 2 else 0, source_partition=i % 2) for i in range(40)]
+    LaneAllocator(s, partitions=2).allocate(batch, NOW, state)
+    assert set(state) == {lane_key("DE", 0), lane_key("DE", 1)}
+    assert state[lane_key("DE", 1)]["partition"] == 1
+    # a worker that holds only partition 1 counts its share of the traffic
+    mine = {k: v for k, v in state.items() if v["partition"] == 1}
+    assert LaneAllocator(s, partitions=2).window("DE", state=mine) == (20, 20)

@@ -1,0 +1,25 @@
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from greenlane.streams.cli import build_parser, limit_malloc_arenas
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_the_worker_caps_malloc_arenas_on_glibc():
+    assert limit_malloc_arenas(2) is True
+
+
+def test_worker_options_for_a_second_worker_on_one_machine():
+    args = build_parser().parse_args(["worker", "--data-dir", "/tmp/w2", "--metrics-port", "0"])
+    assert args.data_dir == "/tmp/w2" and args.metrics_port == 0
+    help_text = subprocess.run(
+        [sys.executable, "-m", "greenlane.streams.cli", "worker", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    help_text = " ".join(help_text.split())  # however argparse wrapped it
+    assert "--data-dir" in help_text and "two workers on one machine need two" in help_text
