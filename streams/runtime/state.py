@@ -63,19 +63,20 @@ class _RocksView(Mapping[str, Any]):
 
     def __init__(self, state: TableState) -> None:
         self._state = state
+        self._dbs = state.open_dbs()  # once per view: a view lives for one batch
 
     def __getitem__(self, key: str) -> Any:
-        raw = self._state.raw_get(_encode(key))
+        raw = self._state.raw_get(_encode(key), self._dbs)
         if raw is None:
             raise KeyError(key)
         return json.loads(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self._state.raw_get(_encode(key))
+        raw = self._state.raw_get(_encode(key), self._dbs)
         return default if raw is None else json.loads(raw)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._state.raw_get(_encode(key)) is not None
+        return isinstance(key, str) and self._state.raw_get(_encode(key), self._dbs) is not None
 
     def __iter__(self) -> Iterator[str]:
         for key, _ in self._state.raw_items():
@@ -118,23 +119,29 @@ class TableState:
         """RocksDB (faust.stores.rocksdb.Store) rather than the memory store's dict."""
         return hasattr(self._store, "_db_for_partition")
 
-    def _dbs(self) -> list[Any]:
-        store = self._store
+    def active_dbs(self) -> dict[int, Any]:
+        """partition -> DB of the partitions this worker is active for (not its standbys,
+        whose copies may lag)."""
         actives = self.table.app.assignor.assigned_actives()
         topic = self.changelog_topic
-        return [db for p, db in list(store._dbs.items()) if TP(topic, p) in actives]
+        return {p: db for p, db in list(self._store._dbs.items()) if TP(topic, p) in actives}
 
-    def raw_get(self, key: bytes) -> bytes | None:
-        """The stored bytes of ``key`` on an active partition (the key index first, then each)."""
-        store = self._store
-        index = store._key_index
+    def open_dbs(self) -> dict[int, Any]:
+        """partition -> DB of every partition open here. Reads look in all of them: a
+        worker's own pattern entries may sit in a partition it is not active for (they are
+        placed by a hash of their key), and it must read what it wrote."""
+        return dict(self._store._dbs)
+
+    def raw_get(self, key: bytes, dbs: Mapping[int, Any]) -> bytes | None:
+        """The stored bytes of ``key`` in ``dbs`` (open_dbs): the key index first, then
+        each partition whose bloom filter may hold it."""
+        index = self._store._key_index
         partition = index.get(key)
-        dbs = store._dbs
         if partition is not None and partition in dbs:
             value = dbs[partition].get(key)
             if value is not None:
                 return value
-        for p, db in list(dbs.items()):
+        for p, db in dbs.items():
             if p != partition and db.key_may_exist(key):
                 value = db.get(key)
                 if value is not None:
@@ -144,7 +151,7 @@ class TableState:
 
     def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
         offset_key = self._store.offset_key
-        for db in self._dbs():
+        for db in self.active_dbs().values():
             for key, value in db.items():
                 if key != offset_key:
                     yield key, value
@@ -243,7 +250,7 @@ class TableState:
         of live data and memtables, or in memory the encoded size estimated from a sample."""
         if self.on_disk:
             entries = size = 0
-            for db in self._dbs():
+            for db in self.active_dbs().values():
                 props = db.property_int_value
                 entries += props("rocksdb.estimate-num-keys") or 0
                 size += (props("rocksdb.estimate-live-data-size") or 0) + (
