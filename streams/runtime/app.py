@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -61,7 +62,22 @@ DRIFT_EXPORT_SECONDS = 15.0
 RETENTION_SWEEP_SECONDS = 600.0
 TABLE_SIZE_SECONDS = 10.0
 SWEEP_CHUNK = 2000
+CRASH_EXIT_SECONDS = 15.0
 DAY_MS = 86_400_000
+
+
+def arm_exit_watchdog(seconds: float) -> threading.Timer:
+    """Exit the process with code 1 after ``seconds`` unless it has ended by then."""
+
+    def exit_now() -> None:
+        log.critical("the worker did not stop within %.0f s of a crash; exiting", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def inbound(events: Sequence) -> list[InboundMessage]:
@@ -277,6 +293,14 @@ def create_app(s: Settings | None = None) -> faust.App:
         restart the agent past the unacknowledged batch (re-read only after a restart, while
         later batches would be acknowledged around it)."""
         log.exception("agent failed; stopping the worker so its batch is re-read", exc_info=exc)
+        await crash(exc)
+
+    async def crash(exc: BaseException) -> None:
+        """Stop the worker on a failed batch. Faust's shutdown waits, without a time limit,
+        for events still unacknowledged, which a failed batch's are by design: if it has not
+        ended in CRASH_EXIT_SECONDS the process exits anyway (code 1), so the group gives
+        its partitions to a live worker and a supervisor restarts it."""
+        arm_exit_watchdog(CRASH_EXIT_SECONDS)
         await app.crash(exc)
 
     def stage_agent(stage: str):
@@ -287,7 +311,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         arrival = stage == PRE_ARRIVAL
 
         async def assess(stream):
-            checkpoint = Checkpoint(stream.ack, app.crash, f"assess {stage}")
+            checkpoint = Checkpoint(stream.ack, crash, f"assess {stage}")
             async for events in stream.noack_take(
                 s.worker.batch_max, within=s.worker.batch_within_seconds
             ):
@@ -338,7 +362,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     @app.agent(outcomes_topic, name="greenlane.feedback.outcomes")
     async def join_inspection_outcomes(stream):
         """Officers' findings joined to their decisions: the model's labelled history."""
-        checkpoint = Checkpoint(stream.ack, app.crash, "inspection outcomes")
+        checkpoint = Checkpoint(stream.ack, crash, "inspection outcomes")
         consumed = metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name())
         async for events in stream.noack_take(s.worker.batch_max, within=1.0):
             try:
