@@ -26,6 +26,16 @@ from greenlane.streams.settings import Settings, load_settings, schema_path
 pytestmark = pytest.mark.integration
 
 
+def wait_until(condition, what: str, give_up_after: float = 600) -> None:
+    """Poll until ``condition``; the bound only keeps a broken worker from hanging the suite
+    (it is no speed requirement: a loaded machine just waits longer)."""
+    deadline = time.monotonic() + give_up_after
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
 @dataclass
 class Harness:
     settings: Settings

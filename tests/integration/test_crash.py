@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from greenlane.streams.devtools.launcher import free_port
 from greenlane.streams.devtools.progress import scrape, total
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
-from tests.integration.conftest import Harness
+from tests.integration.conftest import Harness, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +58,6 @@ def preload(harness: Harness, count: int, seed: int) -> int:
         consumer.close()
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
-        time.sleep(0.2)
-
-
 def outputs(harness: Harness, expected_offsets: int) -> tuple[list[dict], list[dict]]:
     """Every decision and dead letter, read until each filing offset has at least one."""
 
@@ -100,7 +93,7 @@ def test_kill_9_mid_backlog_loses_nothing_and_repeats_decisions_exactly(harness:
     harness.stop_worker()
     sent = preload(harness, BACKLOG, seed=31)
     harness.start_worker()
-    wait_until(lambda: decided(harness) >= sent // 3, 180, "a third of the backlog decided")
+    wait_until(lambda: decided(harness) >= sent // 3, "a third of the backlog decided")
     harness.worker.kill9()
     killed_at_ms = time.time() * 1000
     harness.start_worker()
@@ -145,7 +138,7 @@ def test_of_two_workers_one_killed_the_other_takes_over_and_nothing_is_lost(harn
     )
     try:
         # both in the group with a share of the partitions, then one dies mid-backlog
-        wait_until(lambda: decided(harness, second_url) >= 500, 180, "the second worker's share")
+        wait_until(lambda: decided(harness, second_url) >= 500, "the second worker's share")
         second.kill9()
         decisions, dead = outputs(harness, sent)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 import uuid
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from greenlane.streams.devtools.progress import readiness, scrape, total
 from greenlane.streams.stages.lanes import is_random_pick, load_lane_settings
 from tests.factories import item, party, pre_arrival, pre_loading
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -166,14 +166,15 @@ def test_table_sizes_are_exported_for_each_table(harness):
     [w] = waybills(1)
     harness.send("pre_loading", [pre_loading(w)])
     harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
-    deadline = time.monotonic() + 30  # the gauges are refreshed every 10 s
-    while True:
-        samples = scrape(harness.metrics_url)
-        entries = samples.get("greenlane_table_entries", {})
-        if total(samples, "greenlane_table_entries", table="consignment_links") >= 1:
-            break
-        assert time.monotonic() < deadline, f"no link table size after 30 s: {entries}"
-        time.sleep(1)
+    wait_until(  # the gauges are refreshed every 10 s
+        lambda: (
+            total(scrape(harness.metrics_url), "greenlane_table_entries", table="consignment_links")
+            >= 1
+        ),
+        "a link table size",
+    )
+    samples = scrape(harness.metrics_url)
+    entries = samples.get("greenlane_table_entries", {})
     tables = {dict(labels)["table"] for labels in entries}
     assert tables == {
         "consignment_links",
