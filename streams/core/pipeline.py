@@ -10,26 +10,48 @@ the runtime commits what the overlay collected, once the batch is done.
 from __future__ import annotations
 
 import gc
-import hashlib
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
+from functools import partial
 
 from greenlane.models.feedback import summaries_from_decisions
 from greenlane.models.stream import ModelPart, StreamScorer
-from greenlane.streams.domain.batch import BatchOutcome, DecodeFailure, Decoder, InboundMessage
+from greenlane.streams.core.entities import FINDING, OBSERVATION
+from greenlane.streams.core.outcomes import (
+    dead_letter,
+    digest,
+    emit,
+    message_id,
+    replay_logged,
+    run_isolated,
+)
+from greenlane.streams.domain.batch import (
+    BatchOutcome,
+    DecodeFailure,
+    Decoder,
+    Forward,
+    InboundMessage,
+)
 from greenlane.streams.domain.money import convert
-from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING, SEVERITY
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.enrichment import filing_facts
 from greenlane.streams.stages.lanes import LaneAllocator, apply_change, load_lane_settings
-from greenlane.streams.stages.patterns import PatternSettings, detect_batch, load_pattern_settings
+from greenlane.streams.stages.patterns import (
+    ENTITY_PATTERNS,
+    FILING_PATTERNS,
+    PatternSettings,
+    detect_batch,
+    load_pattern_settings,
+    observe,
+    seller_partition,
+)
 from greenlane.streams.stages.revenue import (
     RevenueSettings,
     assess_revenue_batch,
     load_revenue_settings,
 )
-from greenlane.streams.stages.routing import carrier_response, rejection_response, route_for
+from greenlane.streams.stages.routing import route_for
 from greenlane.streams.stages.targeting import (
     FilingFacts,
     TargetingRules,
@@ -42,7 +64,6 @@ from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 Scored = tuple[float, list[dict], "str | None"]
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
-ASSESSMENT_FAILED = "ASSESSMENT_FAILED"
 # What a pre-arrival link entry keeps of its decision, to amend it later (split shipments).
 SUMMARY_FIELDS = (
     "message_id",
@@ -52,37 +73,6 @@ SUMMARY_FIELDS = (
     "quality_score",
     "filing_time",
 )
-
-
-def dead_letter_record(
-    msg: InboundMessage,
-    code: str,
-    why: str,
-    schema_id: int | None,
-    record: dict | None,
-    now_ms: int,
-) -> dict:
-    """A message set aside whole, with why: a DeadLetter record (schemas/dead_letter.avsc)."""
-    return {
-        "dead_letter_id": _digest(
-            msg.topic.encode(),
-            str(msg.partition).encode(),
-            str(msg.offset).encode(),
-            msg.value or b"",
-        ),
-        "error_code": code,
-        "error_message": why,
-        "source_topic": msg.topic,
-        "source_partition": msg.partition,
-        "source_offset": msg.offset,
-        "source_timestamp": msg.timestamp_ms,
-        "schema_id": schema_id,
-        "carrier_id": (record or {}).get("carrier_id") or None,
-        "message_id": (record or {}).get("message_id") or None,
-        "original_key": msg.key,
-        "original_value": msg.value,
-        "dead_lettered_at": now_ms,
-    }
 
 
 def _merge(scores: list[Scored], extra: Sequence[list[dict]]) -> list[Scored]:
@@ -107,20 +97,6 @@ def _kept_reason(reason: dict) -> dict:
     return reason
 
 
-def _absorb(
-    tables: Sequence[MutableMapping[str, dict] | None], trials: Sequence[Overlay | None]
-) -> None:
-    """Carry a successful trial's changes into the batch's tables (None deletes)."""
-    for table, trial in zip(tables, trials, strict=True):
-        if table is None or trial is None:
-            continue
-        for key, value in trial.changes().items():
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
-
-
 def tune_gc() -> None:
     """Batches allocate many short-lived dicts while the worker's tables keep many long-lived
     ones: with the default first-generation threshold (700) the collector rescans the tables
@@ -128,21 +104,13 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _digest(*parts: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(p)
-        h.update(b"|")
-    return h.hexdigest()
-
-
 def decision_id(stage: str, value: bytes) -> str:
     """Deterministic: the same filing bytes at the same stage always give the same id."""
-    return _digest(stage.encode(), value)
+    return message_id(stage, value)
 
 
 def revision_id(previous_id: str, revision: int) -> str:
-    return _digest(previous_id.encode(), str(revision).encode())
+    return digest(previous_id.encode(), str(revision).encode())
 
 
 class Assessor:
@@ -158,7 +126,11 @@ class Assessor:
         pattern_settings: PatternSettings | None = None,
         lists: Lists | None = None,
         scorer: StreamScorer | None = None,
+        partitions: int = 1,
+        finding_decoder: Decoder | None = None,
     ) -> None:
+        """``partitions``: of the filing topics (and the internal ones), which decides the
+        seller partition of an observation; ``finding_decoder``: for ``amend``."""
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
         self.decoders = decoders
@@ -174,6 +146,8 @@ class Assessor:
             reference_currency=quality_rules.reference_currency,
         )
         self._de_minimis_cache: dict[str, float | None] = {}
+        self.partitions = partitions
+        self.finding_decoder = finding_decoder
 
     def de_minimis(self, destination: str) -> float | None:
         """The value under which splitting a consignment pays, in the reference currency.
@@ -202,7 +176,7 @@ class Assessor:
         records: list[dict],
         patterns: MutableMapping[str, dict] | None = None,
         now_ms: int = 0,
-        out: BatchOutcome | None = None,
+        partitions: Sequence[int] = (),
     ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None], list[list[dict]]]:
         """Rule scores with the list matches, plus for pre-arrival the revenue,
         stateful-pattern and risk-model reasons; also those other reasons alone (what a
@@ -221,18 +195,26 @@ class Assessor:
                     for a, m in zip(extra, models, strict=True)
                 ]
         if stage == PRE_ARRIVAL and patterns is not None:  # stateful: only with a state
-            found = detect_batch(
-                records,
-                [f.total_value for f in facts],
-                [bool(f.finding_codes) for f in facts],
-                patterns,
-                now_ms,
-                self.pattern_settings,
-                self.de_minimis,
-            )
-            extra = [a + b for a, b in zip(extra, found.reasons, strict=True)]
-            if out is not None:
-                out.split_groups.extend(found.split_groups)
+            # value norms and carrier trends: learnt per filing partition, in its order
+            by_partition: dict[int, list[int]] = {}
+            for i, p in enumerate(partitions):
+                by_partition.setdefault(p, []).append(i)
+            found: list[list[dict]] = [[] for _ in records]
+            for p, at in by_partition.items():
+                result = detect_batch(
+                    [records[i] for i in at],
+                    [facts[i].total_value for i in at],
+                    [bool(facts[i].finding_codes) for i in at],
+                    patterns,
+                    now_ms,
+                    self.pattern_settings,
+                    self.de_minimis,
+                    kinds=FILING_PATTERNS,
+                    scope=p,
+                )
+                for i, reasons in zip(at, result.reasons, strict=True):
+                    found[i] = reasons
+            extra = [a + b for a, b in zip(extra, found, strict=True)]
         return (
             _merge(scores, extra),
             [rev.as_record() if rev is not None else None for rev in revenues],
@@ -272,16 +254,24 @@ class Assessor:
         the inspection-quota counts (None: the allocator keeps them).
         """
         if replay_log is not None:
-            return self._assess_logged(
-                stage, messages, links, now_ms, patterns, summaries, replay_log, lanes
+            fresh = partial(
+                self.assess,
+                stage,
+                links=links,
+                now_ms=now_ms,
+                patterns=patterns,
+                summaries=summaries,
+                lanes=lanes,
             )
+            ids = [decision_id(stage, m.value or b"") for m in messages]
+            return replay_logged(ids, messages, replay_log, now_ms, fresh)
         out = BatchOutcome()
         decoded = self.decoders[stage].decode_batch([m.value for m in messages])
         records: list[dict] = []
         positions: list[int] = []
         for i, item in enumerate(decoded):
             if isinstance(item, DecodeFailure):
-                self._dead_letter(
+                dead_letter(
                     out,
                     stage,
                     messages[i],
@@ -299,7 +289,7 @@ class Assessor:
         usable: list[tuple[int, dict, quality.QualityReport]] = []
         for pos, record, report in zip(positions, records, reports, strict=True):
             if report.unusable:
-                self._dead_letter(
+                dead_letter(
                     out,
                     stage,
                     messages[pos],
@@ -332,7 +322,12 @@ class Assessor:
                 )
             )
         scores, revenues, models, extras = self._score(
-            stage, facts, [r for _, r, _ in usable], patterns, now_ms, out
+            stage,
+            facts,
+            [r for _, r, _ in usable],
+            patterns,
+            now_ms,
+            [messages[pos].partition for pos, _, _ in usable],
         )
         decisions = [
             self._decision(
@@ -365,7 +360,7 @@ class Assessor:
             waybill = record["house_waybill"]
             entry = links.get(waybill) or entry
             other = entry.get(other_key)
-            self._emit(out, decision, pos, msg.key, now_ms)
+            emit(out, decision, pos, msg.key, now_ms)
             entry = dict(entry)
             if stage == PRE_LOADING:
                 entry["pre_loading"] = {
@@ -402,51 +397,65 @@ class Assessor:
             links[waybill] = entry
         if reassess:
             self._reassess(out, reassess, links, now_ms, lanes)
-        trigger = {r["house_waybill"]: pos for pos, r, _ in usable}
-        for group in out.split_groups:
-            pos = trigger.get(group["trigger_waybill"], len(messages) - 1)
-            for waybill in group["reassess"]:
-                self._flag_split_member(out, waybill, group, links, now_ms, pos)
+        if stage == PRE_ARRIVAL and patterns is not None:
+            self._observe(out, usable, facts, messages)
         return out
 
-    def _assess_logged(
+    def _observe(
         self,
-        stage: str,
+        out: BatchOutcome,
+        usable: list[tuple[int, dict, quality.QualityReport]],
+        facts: list[FilingFacts],
+        messages: Sequence[InboundMessage],
+    ) -> None:
+        """Re-key each declaration by seller for the seller-keyed patterns (core.entities)."""
+        cfg = self.pattern_settings
+        if not any(getattr(cfg, name).enabled for name in ENTITY_PATTERNS):
+            return
+        for (pos, record, _), fact in zip(usable, facts, strict=True):
+            msg = messages[pos]
+            obs = observe(
+                record, fact.total_value, self.de_minimis(record["destination_country"]), cfg
+            )
+            obs["filing_time"] = min(obs["filing_time"], msg.timestamp_ms or obs["filing_time"])
+            obs.update(
+                observation_id=decision_id(PRE_ARRIVAL, msg.value or b""),
+                filing_partition=msg.partition,
+                received_at=msg.timestamp_ms,
+            )
+            seller = obs["seller_key"]
+            partition = seller_partition(seller, self.partitions)
+            out.forwards.append(Forward(OBSERVATION, seller.encode(), partition, obs, pos))
+
+    def amend(
+        self,
         messages: Sequence[InboundMessage],
         links: MutableMapping[str, dict],
         now_ms: int,
-        patterns: MutableMapping[str, dict] | None,
-        summaries: MutableMapping[str, dict] | None,
-        replay_log: MutableMapping[str, dict],
-        lanes: MutableMapping[str, dict] | None,
+        replay_log: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
-        """``assess`` the filings the replay log does not know; republish those it does."""
-        ids = [decision_id(stage, m.value or b"") for m in messages]
-        logged = {i: replay_log.get(did) for i, did in enumerate(ids)}
-        fresh = [i for i, entry in logged.items() if entry is None]
-        if len(fresh) == len(messages):
-            out = self.assess(stage, messages, links, now_ms, patterns, summaries, lanes=lanes)
-        else:
-            fresh_messages = [messages[i] for i in fresh]
-            out = self.assess(
-                stage, fresh_messages, links, now_ms, patterns, summaries, lanes=lanes
-            )
-            out.decision_sources = [fresh[pos] for pos in out.decision_sources]
-        published: dict[int, list] = {}
-        for d, pos, key in zip(out.decisions, out.decision_sources, out.decision_keys, strict=True):
-            published.setdefault(pos, []).append([(key or b"").decode("utf-8", "replace"), d])
-        for i in fresh:
-            if i in published:  # assessed (not dead-lettered): remember what it published
-                replay_log[ids[i]] = {
-                    "published": published[i],
-                    "partition": messages[i].partition,
-                    "logged_at": now_ms,
-                }
-        for i, entry in logged.items():
-            if entry is not None:
-                for key, decision in entry["published"]:
-                    self._emit(out, decision, i, key.encode(), now_ms)
-                    out.replayed += 1
+        """Amend decisions from pattern findings (core.entities) read on the partition of
+        their house waybills: a new revision per consignment and pattern, never twice.
+        ``replay_log``: a redelivered finding republishes the revision it made."""
+        if replay_log is not None:
+            ids = [message_id(FINDING, m.value) for m in messages]
+            fresh = partial(self.amend, links=links, now_ms=now_ms)
+            return replay_logged(ids, messages, replay_log, now_ms, fresh)
+        if self.finding_decoder is None:
+            raise ValueError("Assessor.amend needs a finding_decoder")
+        out = BatchOutcome()
+        decoded = self.finding_decoder.decode_batch([m.value for m in messages])
+        for pos, item in enumerate(decoded):
+            msg = messages[pos]
+            if isinstance(item, DecodeFailure):
+                dead_letter(
+                    out, None, msg, item.error_code, item.message, item.schema_id, None, now_ms
+                )
+                continue
+            if self._amend(out, item["house_waybill"], item["reason"], links, now_ms, pos):
+                out.amended_from.append(item["received_at"])
+            else:
+                out.unapplied += 1
         return out
 
     def assess_isolated(
@@ -461,58 +470,39 @@ class Assessor:
         lanes: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """``assess``, except that a filing which breaks the assessment (a defect greenlane
-        did not foresee) is dead-lettered with the error instead of failing its whole batch.
+        did not foresee) is dead-lettered with the error instead of failing its whole batch
+        (``outcomes.run_isolated``)."""
 
-        The batch is tried on throw-away overlays; if it raises, it is redone filing by filing,
-        each on its own overlays, and only the filings that succeed change the tables.
-        """
+        def run(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
+            return self.assess(stage, batch, t[0], now_ms, *t[1:])
+
         tables = (links, patterns, summaries, replay_log, lanes)
-        try:
-            trial = [Overlay(t) if t is not None else None for t in tables]
-            out = self.assess(stage, messages, trial[0], now_ms, *trial[1:])
-        except Exception:
-            out = BatchOutcome()
-            for i, msg in enumerate(messages):
-                trial = [Overlay(t) if t is not None else None for t in tables]
-                try:
-                    one = self.assess(stage, [msg], trial[0], now_ms, *trial[1:])
-                except Exception as exc:
-                    why = f"{type(exc).__name__}: {exc}"[:500]
-                    self._dead_letter(out, stage, msg, ASSESSMENT_FAILED, why, None, None, now_ms)
-                    continue
-                _absorb(tables, trial)
-                out.decisions += one.decisions
-                out.decision_sources += [i + pos for pos in one.decision_sources]
-                out.decision_keys += one.decision_keys
-                out.replayed += one.replayed
-                out.responses += one.responses
-                out.dead_letters += one.dead_letters
-                out.split_groups += one.split_groups
-                out.findings.update(one.findings)
-            return out
-        _absorb(tables, trial)
-        return out
+        return run_isolated(run, messages, tables, stage, now_ms)
 
-    def _flag_split_member(
+    def _amend(
         self,
         out: BatchOutcome,
         waybill: str,
-        group: dict,
+        reason: dict,
         links: MutableMapping[str, dict],
         now_ms: int,
         pos: int,
-    ) -> None:
-        """Amend the decision of an earlier consignment that a split-shipment group now includes.
+    ) -> bool:
+        """Amend the decision of a consignment that a stateful pattern now includes; False
+        when there is nothing to amend (no link entry any more) or it was amended for this
+        pattern already.
 
-        The new revision adds the group's reason to the earlier score and never lowers the lane.
-        Only consignments whose link entry this worker holds can be amended (see README).
+        The new revision adds the pattern's reason to the earlier score and never lowers the
+        lane; the reason is kept for a re-assessment still to come.
         """
         entry = links.get(waybill)
         arrival = (entry or {}).get("pre_arrival")
         if not arrival or "summary" not in arrival:
-            return
+            return False
+        flagged = arrival.get("flags") or []
+        if reason["code"] in flagged:
+            return False
         summary = arrival["summary"]
-        reason = group["reason"]
         score = summary["risk_score"] + reason["contribution"]
         revision = arrival["revision"] + 1
         topic, partition, offset = arrival["source"]
@@ -527,15 +517,21 @@ class Assessor:
             {"decision_id": arrival["decision_id"]},
             floor_route=arrival["route"],
         )
-        self._emit(out, decision, pos, arrival["key"].encode(), now_ms)
+        emit(out, decision, pos, arrival["key"].encode(), now_ms)
+        pending = arrival.get("pending")
+        if pending:  # the re-assessment keeps the pattern's reason with the others
+            pending = dict(pending, extra=[*pending["extra"], reason])
         updated = dict(
             arrival,
             decision_id=decision["decision_id"],
             route=decision["route"],
             revision=revision,
             summary=dict(summary, risk_score=score),
+            flags=[*flagged, reason["code"]],
+            pending=pending,
         )
         links[waybill] = dict(entry, pre_arrival=updated)
+        return True
 
     def _reassess(
         self,
@@ -589,7 +585,7 @@ class Assessor:
         for (waybill, pos, arrival, _), decision in zip(pending, decisions, strict=True):
             updated = dict(arrival, pending=None)
             if decision["route"] != arrival["route"]:
-                self._emit(out, decision, pos, arrival["key"].encode(), now_ms)
+                emit(out, decision, pos, arrival["key"].encode(), now_ms)
                 updated.update(
                     decision_id=decision["decision_id"],
                     route=decision["route"],
@@ -649,28 +645,3 @@ class Assessor:
             "source_partition": msg.partition,
             "source_offset": msg.offset,
         }
-
-    @staticmethod
-    def _emit(out: BatchOutcome, decision: dict, pos: int, key: bytes | None, now_ms: int) -> None:
-        out.decisions.append(decision)
-        out.decision_sources.append(pos)
-        out.decision_keys.append(key)
-        out.responses.append((key, carrier_response(decision, now_ms)))
-
-    @staticmethod
-    def _dead_letter(
-        out: BatchOutcome,
-        stage: str,
-        msg: InboundMessage,
-        code: str,
-        why: str,
-        schema_id: int | None,
-        record: dict | None,
-        now_ms: int,
-    ) -> None:
-        dead = dead_letter_record(msg, code, why, schema_id, record, now_ms)
-        out.dead_letters.append((msg.key, dead))
-        waybill = (record or {}).get("house_waybill") or (
-            msg.key.decode("utf-8", "replace") if msg.key else None
-        )
-        out.responses.append((msg.key, rejection_response(dead, stage, waybill)))

@@ -7,7 +7,9 @@
    responses produced (one per filing) over the span between the first and the last one.
 4. Latency: the worker stays up while filings arrive at a steady rate (default 1,000/s, never
    above half the measured throughput);
-   latency is from handing a filing to the producer to receiving its carrier response.
+   latency is from handing a filing to the producer to receiving its carrier response. Split
+   shipments woven into that traffic measure the re-keying hops: from handing over the parcel
+   that completes a group to receiving the amended response of each member.
 Prints one JSON object.
 """
 
@@ -32,6 +34,7 @@ from greenlane.streams.devtools.simulator import CarrierSimulator, generate
 from greenlane.streams.runtime import admin
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import Settings, load_settings, schema_path
+from greenlane.streams.stages.revenue import load_revenue_settings
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -181,23 +184,61 @@ def _drain_responses(
     return count, first or 0.0, last
 
 
+SPLIT_GROUP_EVERY = 250  # filings between two split-shipment groups in the latency phase
+SPLIT_PARCELS = 3
+SPLIT_VALUE_EUR = 60.0  # three of them: over the EU's 150 EUR, each under it
+
+
+def _split_group(base: dict, n: int) -> list[dict]:
+    """Three parcels of 60 EUR from one seller to one consignee, cloned from a simulated
+    declaration to the EU: a split shipment the worker flags with amendments."""
+    parcels = []
+    for k in range(SPLIT_PARCELS):
+        waybill = f"SPLIT{n:05d}{k}{base['house_waybill'][-6:]}"
+        item = dict(base["items"][0], value=SPLIT_VALUE_EUR, currency="EUR")
+        parcels.append(dict(base, house_waybill=waybill, message_id=f"PA-{waybill}", items=[item]))
+    return parcels
+
+
 def _latency_phase(
     s: Settings, registered: dict[str, int], rate: float, seconds: float, seed: int
 ) -> dict:
-    """Steady load: time from producing a filing to receiving its carrier response."""
+    """Steady load: time from producing a filing to receiving its carrier response, and from
+    completing a split shipment to the amended responses of its members."""
     encoders = {
         r: WireEncoder(load_schema(schema_path(r)), registered[r])
         for r in ("pre_loading", "pre_arrival")
     }
-    filings = [
-        f
-        for f in generate(int(rate * seconds), seed=seed, risky_share=0.05, invalid_share=0.0)
-        if f.value is not None
-    ]
-    payloads = [
-        (s.topics.name(f.role), f.key, encoders[f.role].encode(f.value), f.value["message_id"])
-        for f in filings
-    ]
+    euro_destinations = {
+        country
+        for country, adm in load_revenue_settings().by_country.items()
+        if adm.currency == "EUR"
+    }
+    payloads: list[tuple[str, bytes, bytes, str, list[str] | None]] = []
+    groups = 0
+    since_group = 0
+    for f in generate(int(rate * seconds), seed=seed, risky_share=0.05, invalid_share=0.0):
+        if f.value is None:
+            continue
+        value = encoders[f.role].encode(f.value)
+        payloads.append((s.topics.name(f.role), f.key, value, f.value["message_id"], None))
+        since_group += 1
+        if (
+            since_group >= SPLIT_GROUP_EVERY
+            and f.role == "pre_arrival"
+            and f.value["destination_country"] in euro_destinations
+        ):
+            parcels = _split_group(f.value, groups)
+            members = [p["message_id"] for p in parcels]
+            topic = s.topics.name("pre_arrival")
+            for k, p in enumerate(parcels):
+                completes = members if k == len(parcels) - 1 else None
+                encoded = encoders["pre_arrival"].encode(p)
+                payloads.append(
+                    (topic, p["house_waybill"].encode(), encoded, members[k], completes)
+                )
+            groups += 1
+            since_group = 0
     topic = s.topics.name("carrier_response")
     consumer = _consumer(s, f"bench-latency-{uuid.uuid4().hex}")
     consumer.assign(
@@ -208,26 +249,38 @@ def _latency_phase(
     )
     producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
     sent_at: dict[str, float] = {}
+    completed_at: dict[str, float] = {}  # split-group member -> when its group was complete
+    answered: set[str] = set()
     latencies: list[float] = []
+    amendments: list[float] = []
     started = time.perf_counter()
     deadline = started + seconds + 30
     i = 0
-    while (i < len(payloads) or sent_at) and time.perf_counter() < deadline:
+    while (i < len(payloads) or sent_at or completed_at) and time.perf_counter() < deadline:
         due = min(len(payloads), int((time.perf_counter() - started) * rate) + 1)
         while i < due:
-            topic_name, key, value, message_id = payloads[i]
+            topic_name, key, value, message_id, completes = payloads[i]
             producer.produce(topic_name, value, key)
             sent_at[message_id] = time.perf_counter()
+            for member in completes or ():
+                completed_at[member] = sent_at[message_id]
             i += 1
         producer.poll(0)
         msgs = consumer.consume(1000, timeout=0.002)
         now = time.perf_counter()
         for r in decoder.decode_batch([m.value() for m in msgs if not m.error()]):
-            if isinstance(r, dict) and r["message_id"] in sent_at:
-                latencies.append(now - sent_at.pop(r["message_id"]))
+            if not isinstance(r, dict):
+                continue
+            message_id = r["message_id"]
+            if message_id in sent_at:
+                latencies.append(now - sent_at.pop(message_id))
+                answered.add(message_id)
+            elif message_id in completed_at and message_id in answered:  # the amendment
+                amendments.append(now - completed_at.pop(message_id))
     producer.flush(10)
     consumer.close()
     latencies.sort()
+    amendments.sort()
     return {
         "rate_per_s": rate,
         "filings": len(payloads),
@@ -235,6 +288,11 @@ def _latency_phase(
         "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
         "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
         "p99_ms": round(1000 * _percentile(latencies, 0.99), 1),
+        # split shipments found on the seller's partition, amended on the waybill's
+        "split_groups": groups,
+        "amendments": len(amendments),
+        "amendment_p50_ms": round(1000 * _percentile(amendments, 0.50), 1),
+        "amendment_p95_ms": round(1000 * _percentile(amendments, 0.95), 1),
     }
 
 

@@ -28,7 +28,9 @@ import faust
 
 from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
-from greenlane.streams.core.pipeline import Assessor, dead_letter_record
+from greenlane.streams.core.entities import PatternStage
+from greenlane.streams.core.outcomes import dead_letter_record, run_isolated
+from greenlane.streams.core.pipeline import Assessor
 from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage
 from greenlane.streams.domain.state import Overlay
@@ -40,13 +42,13 @@ from greenlane.streams.runtime.serde import WireDecoder, load_schema
 from greenlane.streams.runtime.state import (
     TableState,
     by_filing_partition,
-    by_key_hash,
+    by_key_partition,
     worker_ready,
 )
 from greenlane.streams.settings import Settings, schema_path, settings
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
-from greenlane.streams.stages.patterns import expire_state
+from greenlane.streams.stages.patterns import expire_state, state_partition
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 
 log = logging.getLogger("greenlane.worker")
@@ -94,14 +96,24 @@ def record_metrics(
     messages: list[InboundMessage],
     consumed: Any,
 ) -> None:
-    """A batch's figures, once the broker confirmed it (latency is to confirmation)."""
+    """A batch's figures, once the broker confirmed it (latency is to confirmation).
+
+    ``stage``: the filing stage, or the internal topic's role (pattern observations and
+    findings), whose decisions are amendments timed from the declaration, not the finding."""
     consumed.inc(len(messages))
     done_ms = time.time() * 1000
     metrics.BATCH_SIZE.labels(stage).observe(len(messages))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
-    latency = metrics.DECISION_LATENCY.labels(stage)
-    for pos in outcome.decision_sources:
-        latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+    if stage in STAGE_TOPIC_ROLE:
+        latency = metrics.DECISION_LATENCY.labels(stage)
+        for pos in outcome.decision_sources:
+            latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+    for received in outcome.amended_from:
+        metrics.PATTERN_AMENDMENT_LATENCY.observe(max(0.0, (done_ms - received) / 1000))
+    if outcome.amended_from:
+        metrics.PATTERN_FINDINGS.labels("amended").inc(len(outcome.amended_from))
+    if outcome.unapplied:
+        metrics.PATTERN_FINDINGS.labels("unapplied").inc(outcome.unapplied)
     if outcome.replayed:
         metrics.REPLAYED_DECISIONS.labels(stage).inc(outcome.replayed)
     for d in outcome.decisions:
@@ -171,7 +183,11 @@ def create_app(s: Settings | None = None) -> faust.App:
         return app.Table(name, default=None, partitions=s.topics.partitions, options=rocksdb)
 
     links = TableState(table(LINK_TABLE), by_filing_partition, movable=True)
-    patterns = TableState(table(PATTERN_TABLE), by_key_hash(s.topics.partitions))
+    # pattern entries carry the partition whose traffic they count in their key (key@p): the
+    # filing partition (value norms, carrier trends) or the seller's (split shipments, velocity)
+    patterns = TableState(
+        table(PATTERN_TABLE), by_key_partition(state_partition, s.topics.partitions)
+    )
     # decision_id -> what the feedback join needs, until the inspection outcome arrives
     summaries = TableState(table(SUMMARY_TABLE), by_filing_partition)
     # decision_id of a filing -> the decisions it published: a redelivered filing is
@@ -188,6 +204,10 @@ def create_app(s: Settings | None = None) -> faust.App:
         stage: WireDecoder(load_schema(schema_path(role)), fetch)
         for stage, role in STAGE_TOPIC_ROLE.items()
     }
+    internal = {
+        role: WireDecoder(load_schema(schema_path(role)), fetch)
+        for role in ("pattern_observation", "pattern_finding")
+    }
 
     def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
         metrics.PROFILE_RELOADS.labels("refused" if error else "loaded").inc()
@@ -203,7 +223,10 @@ def create_app(s: Settings | None = None) -> faust.App:
         decoders,
         lanes=LaneAllocator(load_lane_settings(), s.topics.partitions),
         scorer=scorer,
+        partitions=s.topics.partitions,
+        finding_decoder=internal["pattern_finding"],
     )
+    sellers = PatternStage(assessor.pattern_settings, internal["pattern_observation"])
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
@@ -303,15 +326,20 @@ def create_app(s: Settings | None = None) -> faust.App:
         arm_exit_watchdog(CRASH_EXIT_SECONDS)
         await app.crash(exc)
 
-    def stage_agent(stage: str):
-        topic = app.topic(
-            s.topics.name(STAGE_TOPIC_ROLE[stage]), key_serializer="raw", value_serializer="raw"
-        )
+    def batch_agent(
+        role: str,
+        name: str,
+        label: str,
+        used: Sequence[TableState],
+        run: Callable[[list[InboundMessage], list[Overlay], int], BatchOutcome],
+    ) -> None:
+        """An agent over one topic: micro-batches through ``run`` (a pure batch core on
+        overlays of the ``used`` tables), then commit, publish and checkpoint."""
+        topic = app.topic(s.topics.name(role), key_serializer="raw", value_serializer="raw")
         consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
-        arrival = stage == PRE_ARRIVAL
 
-        async def assess(stream):
-            checkpoint = Checkpoint(stream.ack, crash, f"assess {stage}")
+        async def agent(stream):
+            checkpoint = Checkpoint(stream.ack, crash, name)
             async for events in stream.noack_take(
                 s.worker.batch_max, within=s.worker.batch_within_seconds
             ):
@@ -323,35 +351,73 @@ def create_app(s: Settings | None = None) -> faust.App:
 
         async def handle(events: Sequence, checkpoint: Checkpoint) -> None:
             started = time.perf_counter()
+            messages = inbound(events)
+            views = [Overlay(state.view()) for state in used]
+            outcome = run(messages, views, int(time.time() * 1000))
+            # Before the first await: the other agents must see these changes.
+            batch = publisher.begin()
+            for state, view in zip(used, views, strict=True):
+                state.commit(view, batch)
+            batch.outcome(outcome)
+            confirmed = await batch.send()
+            then = partial(record_metrics, label, outcome, started, messages, consumed)
+            await checkpoint.after(events, confirmed, then)
+
+        agent.__name__ = name.replace(" ", "_").replace("-", "_")
+        app.agent(topic, name=f"greenlane.{name.replace(' ', '.')}")(agent)
+
+    def assess_stage(
+        stage: str,
+    ) -> Callable[[list[InboundMessage], list[Overlay], int], BatchOutcome]:
+        arrival = stage == PRE_ARRIVAL
+
+        def run(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
             rulebook.refresh()  # a time check; re-reads the profiles only when they changed
             if scorer.refresh():
                 metrics.MODEL_INFO.info({"version": scorer.version or "none"})
-            messages = inbound(events)
-            views = [Overlay(state.view()) for state in tables]
-            outcome = assessor.assess_isolated(
+            return assessor.assess_isolated(
                 stage,
                 messages,
                 views[0],
-                int(time.time() * 1000),
+                now_ms,
                 views[1] if arrival else None,
                 views[2] if arrival else None,
                 views[3],
                 views[4],  # pre-loading too: a re-assessed declaration may change lanes
             )
-            # Before the first await: the other stage's agent must see these links.
-            batch = publisher.begin()
-            for state, view in zip(tables, views, strict=True):
-                state.commit(view, batch)
-            batch.outcome(outcome)
-            confirmed = await batch.send()
-            then = partial(record_metrics, stage, outcome, started, messages, consumed)
-            await checkpoint.after(events, confirmed, then)
 
-        assess.__name__ = f"assess_{stage.lower()}"
-        return app.agent(topic, name=f"greenlane.assess.{stage.lower()}")(assess)
+        return run
 
-    stage_agent(PRE_LOADING)
-    stage_agent(PRE_ARRIVAL)
+    for stage, role in STAGE_TOPIC_ROLE.items():
+        batch_agent(role, f"assess {stage.lower()}", stage, tables, assess_stage(stage))
+
+    def isolated(core: Callable[..., BatchOutcome]) -> Callable[..., BatchOutcome]:
+        """An internal topic's batch core on (table, replay log) overlays, each message
+        isolated: one that breaks it is dead-lettered alone."""
+
+        def run(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
+            def on(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
+                return core(batch, t[0], now_ms, t[1])
+
+            return run_isolated(on, messages, views, None, now_ms)
+
+        return run
+
+    # the seller-keyed patterns (core.entities) and the amendments their findings make
+    batch_agent(
+        "pattern_observation",
+        "patterns by-seller",
+        "pattern_observation",
+        (patterns, replays),
+        isolated(sellers.assess),
+    )
+    batch_agent(
+        "pattern_finding",
+        "patterns amend",
+        "pattern_finding",
+        (links, replays),
+        isolated(assessor.amend),
+    )
 
     outcomes_topic = app.topic(
         s.topics.name("inspection_outcome"), key_serializer="raw", value_serializer="raw"

@@ -64,6 +64,19 @@ DECISION_LATENCY = Histogram(
     ["stage"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+PATTERN_AMENDMENT_LATENCY = Histogram(
+    "greenlane_pattern_amendment_latency_seconds",
+    "From the Kafka timestamp of the declaration that completed a seller-keyed pattern (split "
+    "shipment, seller velocity) to the amended decision confirmed: the cost of the re-keying "
+    "hops.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+PATTERN_FINDINGS = Counter(
+    "greenlane_pattern_findings",
+    "Seller-keyed pattern findings: sent back to a house waybill's partition, and there "
+    "amended (a new revision) or not applied (link gone, or already amended for the pattern).",
+    ["result"],
+)
 
 
 PROFILE_RELOADS = Counter(

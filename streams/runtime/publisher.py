@@ -118,7 +118,13 @@ class Publisher:
         self.topics = s.topics
         self.encoders = {
             role: WireEncoder(load_schema(schema_path(role)), schema_ids[role])
-            for role in ("release", "carrier_response", "dead_letter")
+            for role in (
+                "release",
+                "carrier_response",
+                "dead_letter",
+                "pattern_observation",
+                "pattern_finding",
+            )
         }
         self.decision_topic = {
             route: self.topics.name(role) for route, role in ROUTE_TOPIC_ROLE.items()
@@ -171,7 +177,8 @@ class Batch:
         self._produce(topic, key, value, partition)
 
     def outcome(self, outcome: BatchOutcome) -> None:
-        """Decisions (to their lane's topic and each referral's), responses, dead letters."""
+        """Decisions (to their lane's topic and each referral's), responses, dead letters,
+        and records for the internal topics (each to the partition it names)."""
         p = self.publisher
         topics = p.topics
         encode_decision = p.encoders["release"].encode  # one schema for lanes and referrals
@@ -183,6 +190,11 @@ class Batch:
                 self._produce(topics.referral(agency), key, value, -1)
         self.records(topics.name("carrier_response"), "carrier_response", outcome.responses)
         self.records(topics.name("dead_letter"), "dead_letter", outcome.dead_letters)
+        encoders = p.encoders
+        for f in outcome.forwards:
+            self._produce(
+                topics.name(f.role), f.key, encoders[f.role].encode(f.record), f.partition
+            )
 
     def records(self, topic: str, role: str, items: Iterable[tuple[bytes | None, dict]]) -> None:
         encode = self.publisher.encoders[role].encode

@@ -46,10 +46,24 @@ def by_filing_partition(_key: str, value: Any) -> int:
 
 
 def by_key_hash(partitions: int) -> Placement:
-    """Entries keyed by something else (seller, HS6, carrier): a stable hash of the key."""
+    """Entries keyed by something else than a filing: a stable hash of the key."""
 
     def place(key: str, _value: Any) -> int:
         return zlib.crc32(key.encode()) % partitions
+
+    return place
+
+
+def by_key_partition(partition_of: Callable[[str], int], partitions: int) -> Placement:
+    """Entries whose key names the partition whose traffic they count (``partition_of``);
+    keys written before they did are placed by a hash of the key, where they were."""
+    legacy = by_key_hash(partitions)
+
+    def place(key: str, value: Any) -> int:
+        try:
+            return partition_of(key)
+        except (IndexError, ValueError):
+            return legacy(key, value)
 
     return place
 

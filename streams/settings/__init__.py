@@ -35,6 +35,8 @@ class Topics:
     carrier_response: str
     dead_letter: str
     inspection_outcome: str
+    pattern_observation: str
+    pattern_finding: str
     referral_prefix: str
 
     def name(self, role: str) -> str:
@@ -62,6 +64,9 @@ TOPIC_SCHEMAS: dict[str, str] = {
     "carrier_response": "carrier_response.avsc",
     "dead_letter": "dead_letter.avsc",
     "inspection_outcome": "inspection_outcome.avsc",
+    # internal: declarations re-keyed by seller, and what the seller's partition found
+    "pattern_observation": "pattern_observation.avsc",
+    "pattern_finding": "pattern_finding.avsc",
 }
 
 

@@ -13,36 +13,37 @@ It changes a route in two ways, both set out in ``settings/lanes.yaml``:
    much; when rule-based INSPECTs would push its inspect share over ``inspect_ceiling``, the
    lowest-scoring ones become documentary checks (HOLD) and say why.
 
-Capacity algorithm: per destination, moving counts of consignments and inspections over a rolling
-window (``window_buckets`` time buckets of ``window_seconds / window_buckets`` each, on the
-caller's clock ``now_ms``). For a batch, the allowance is
-``floor(ceiling * max(window total + new consignments, warm_up_consignments))`` minus the
-inspections already in the window minus this batch's mandatory ones (random picks and forced
-INSPECTs, which are never downgraded). The batch's rule-based INSPECTs are kept highest score
-first up to the allowance; the rest are downgraded. Once warm, kept rule-based inspections never
-take the window's share over the ceiling. Two things can: mandatory inspections (a random pick is
-never refused, so after a warm-up burst has used the capacity, picks still add to it), and a
-bucket with a share below the ceiling leaving the window, which lifts the share of the rest by
-at most one bucket's worth (about ceiling / (window_buckets - 1)); the next batches get no
-allowance until the share is back under. Within a batch the lowest scores give way; across
-batches capacity goes first come, first served: a batch is the unit of comparison, which keeps
-the state to two counters per bucket and the cost O(1) per consignment.
+Capacity algorithm: per destination and filing partition, moving counts of consignments and
+inspections over a rolling window (``window_buckets`` time buckets of ``window_seconds /
+window_buckets`` each) in event time: a decision's filing time, capped at the caller's clock
+``now_ms``. Decisions are taken one by one, in the order given (a partition's offset order): a
+rule-based INSPECT is kept while the partition's inspections in the window stay within
+``floor(ceiling * max(consignments in the window, warm-up share))``, else it becomes a HOLD and
+says why; random picks and forced INSPECTs are never downgraded but count. The warm-up share
+is ``warm_up_consignments`` divided among the partitions. Capacity is first come, first served:
+the allocation of a consignment depends only on its partition's earlier traffic, never on how
+the runtime cut the stream into batches, on the wall clock, or on how many workers share the
+partitions, so one worker and ten give the same lanes and a replay gives the same lanes again.
+Each partition holds the ceiling for its own traffic, so the total holds it too; filings are
+spread over partitions by a hash of the house waybill, so each partition's share of a
+destination is about the same. Two things can lift a window's share over the ceiling:
+mandatory inspections, and a bucket with a share below the ceiling leaving the window (by at
+most about ceiling / (window_buckets - 1)); the next rule-based inspections wait until the
+share is back under.
 
-The quota is stateful. Its counts are entries of a state mapping the caller passes (the
-worker's ``lane_quotas`` table through a batch overlay): one per destination and filing
-partition, so they survive a restart and move with their partition. A worker counts the
-partitions it holds, so with N workers the ceiling holds for each worker's traffic and
-therefore for the total. A filing redelivered after a crash does not meet the quota again: the
-batch core republishes its logged decision (core.pipeline, the replay log).
+The counts are entries of a state mapping the caller passes (the worker's ``lane_quotas``
+table through a batch overlay): one per destination and filing partition, so they survive a
+restart and move with their partition. A filing redelivered after a crash does not meet the
+quota again: the batch core republishes its logged decision (core.pipeline, the replay log).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -302,15 +303,7 @@ class _Destination:
     selector: _Selector
     random_change: LaneChange  # a random pick raised to the random route
     random_reason: dict
-
-
-@dataclass(slots=True)
-class _Batch:
-    # per filing partition: consignments not seen before (revision 0), INSPECTs that may not
-    # be downgraded
-    new: Counter = field(default_factory=Counter)
-    mandatory: Counter = field(default_factory=Counter)
-    candidates: list[int] = field(default_factory=list)  # positions of rule-based INSPECTs
+    warm_up: int  # this partition's share of warm_up_consignments
 
 
 def _duration(seconds: float) -> str:
@@ -344,17 +337,6 @@ class LaneAllocator:
         self.settings = settings
         self._destinations = {}
 
-    def _windows(
-        self, country: str, lanes: DestinationLanes, state: MutableMapping[str, dict]
-    ) -> list[_Window]:
-        """This destination's windows on the partitions the state holds (a worker holds its
-        own partitions' counts: with N workers the ceiling holds for each one's traffic, and
-        therefore for the total)."""
-        return [
-            _Window(lanes.bucket_ms, lanes.window_buckets, p, state.get(lane_key(country, p)))
-            for p in range(self.partitions)
-        ]
-
     def _destination(self, country: str) -> _Destination:
         lanes = self.settings.for_destination(country)
         text = self.settings.reasons[L_RANDOM_SELECTION]
@@ -370,6 +352,7 @@ class LaneAllocator:
             selector=_Selector(lanes.salt, lanes.min_random_rate),
             random_change=LaneChange(lanes.random_route, True, reason),
             random_reason=reason,
+            warm_up=math.ceil(lanes.warm_up_consignments / self.partitions),
         )
         self._destinations[country] = dest
         return dest
@@ -380,14 +363,18 @@ class LaneAllocator:
         now_ms: int | None = None,
         state: MutableMapping[str, dict] | None = None,
     ) -> tuple[int, int]:
-        """(inspections, consignments) to a destination in the window, for metrics and tests."""
+        """(inspections, consignments) to a destination in the window, over the partitions
+        ``state`` holds, for metrics and tests."""
         state = self._own_state if state is None else state
         lanes = self.settings.for_destination(country)
-        windows = self._windows(country, lanes, state)
-        for w in windows:
+        inspected = total = 0
+        for p in range(self.partitions):
+            w = _Window(lanes.bucket_ms, lanes.window_buckets, p, state.get(lane_key(country, p)))
             if now_ms is not None:
                 w.advance(now_ms)
-        return sum(w.inspected for w in windows), sum(w.total for w in windows)
+            inspected += w.inspected
+            total += w.total
+        return inspected, total
 
     def allocate(
         self,
@@ -397,105 +384,82 @@ class LaneAllocator:
     ) -> list[LaneChange | None]:
         """Per decision: None (unchanged) or the lane change and its reason.
 
-        Only PRE_ARRIVAL decisions are considered. Forced decisions (``forced`` true, or a
-        ``forced_outcome`` set by a targeting rule) are left alone but count towards the window.
-        Re-assessments (``revision`` > 0) add their INSPECT, not another consignment.
-        ``now_ms`` is the worker's clock; it moves the window. ``state``: where the counts
-        are read and written (a batch's overlay); None keeps them in the allocator.
+        Only PRE_ARRIVAL decisions are considered, one by one in the given order. Forced
+        decisions (``forced`` true, or a ``forced_outcome`` set by a targeting rule) are left
+        alone but count towards the window. Re-assessments (``revision`` > 0) add their
+        INSPECT, not another consignment. ``now_ms`` caps the event time (a filing time in
+        the future). ``state``: where the counts are read and written (a batch's overlay);
+        None keeps them in the allocator.
         """
         state = self._own_state if state is None else state
         out: list[LaneChange | None] = [None] * len(decisions)
-        batches: dict[str, tuple[_Destination, _Batch]] = {}
+        windows: dict[tuple[str, int], _Window] = {}
         destinations = self._destinations
         for i, d in enumerate(decisions):
             if d["stage"] != PRE_ARRIVAL:
                 continue
             country = d["destination_country"]
-            entry = batches.get(country)
-            if entry is None:
-                dest = destinations.get(country) or self._destination(country)
-                entry = batches[country] = (dest, _Batch())
-            dest, batch = entry
+            dest = destinations.get(country) or self._destination(country)
+            lanes = dest.lanes
             partition = self._partition(d)
-            if not d.get("revision"):
-                batch.new[partition] += 1
+            window = windows.get((country, partition))
+            if window is None:
+                entry = state.get(lane_key(country, partition))
+                window = _Window(lanes.bucket_ms, lanes.window_buckets, partition, entry)
+                windows[country, partition] = window
+            t = min(d.get("filing_time") or now_ms, now_ms)
+            window.advance(t)
+            new = 0 if d.get("revision") else 1
             route = d["route"]
+            inspected = 0
             if d.get("forced") or d.get("forced_outcome"):
-                if route == INSPECT:
-                    batch.mandatory[partition] += 1
+                inspected = route == INSPECT
             elif dest.selector.picks(d["house_waybill"]):
-                random_route = dest.lanes.random_route
+                random_route = lanes.random_route
                 if ROUTE_RANK[route] < ROUTE_RANK[random_route]:
                     out[i] = dest.random_change
                     route = random_route
                 else:  # already at or above the random lane: only flagged, never lowered
                     out[i] = LaneChange(route, True, dest.random_reason)
-                if route == INSPECT:
-                    batch.mandatory[partition] += 1
+                inspected = route == INSPECT
             elif route == INSPECT:
-                batch.candidates.append(i)
-
-        for country, (dest, batch) in batches.items():
-            self._apply_ceiling(country, dest, batch, decisions, out, now_ms, state)
+                volume = max(window.total + new, dest.warm_up)
+                allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
+                if window.inspected < allowance:
+                    inspected = 1
+                else:
+                    out[i] = self._downgrade(country, lanes, window, new, d["risk_score"])
+            window.add(t, new, int(inspected))
+        for (country, partition), window in windows.items():
+            if window.changed:
+                state[lane_key(country, partition)] = window.entry()
         return out
 
     def _partition(self, decision: dict) -> int:
         return (decision.get("source_partition") or 0) % self.partitions
 
-    def _apply_ceiling(
-        self,
-        country: str,
-        dest: _Destination,
-        batch: _Batch,
-        decisions: Sequence[dict],
-        out: list[LaneChange | None],
-        now_ms: int,
-        state: MutableMapping[str, dict],
-    ) -> None:
-        lanes = dest.lanes
-        windows = self._windows(country, lanes, state)
-        for w in windows:
-            w.advance(now_ms)
-        in_window = sum(w.total for w in windows)
-        inspected_in_window = sum(w.inspected for w in windows)
-        new, mandatory = sum(batch.new.values()), sum(batch.mandatory.values())
-        candidates = batch.candidates
-        total = in_window + new
-        volume = max(total, lanes.warm_up_consignments)
-        allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
-        allowance = max(0, allowance - inspected_in_window - mandatory)
-        excess = len(candidates) - allowance
-        if excess > 0:
-            # Lowest score first; among equal scores the later consignment gives way.
-            candidates.sort(key=lambda i: (decisions[i]["risk_score"], -i))
-            inspected = inspected_in_window + mandatory + allowance
-            text = self.settings.reasons[L_CAPACITY_DOWNGRADE]
-            evidence = (
-                f"{country}: {inspected} of {total} consignments inspected over "
-                f"{_duration(lanes.window_seconds)} ({inspected / max(total, 1):.2%}); ceiling "
-                f"{lanes.inspect_ceiling:.2%}; score "
-            )
-            for i in candidates[:excess]:
-                out[i] = LaneChange(
-                    DOWNGRADE_ROUTE,
-                    False,
-                    {
-                        "code": L_CAPACITY_DOWNGRADE,
-                        "description": text.description,
-                        "contribution": 0.0,
-                        "evidence": f"{evidence}{decisions[i]['risk_score']:g}",
-                        "carrier_visible": text.carrier_visible,
-                    },
-                )
-            kept = candidates[excess:]
-        else:
-            kept = candidates
-        kept_by = Counter(self._partition(decisions[i]) for i in kept)
-        for w in windows:
-            p = w.partition
-            w.add(now_ms, batch.new[p], batch.mandatory[p] + kept_by[p])
-            if w.changed:
-                state[lane_key(country, p)] = w.entry()
+    def _downgrade(
+        self, country: str, lanes: DestinationLanes, window: _Window, new: int, score: float
+    ) -> LaneChange:
+        text = self.settings.reasons[L_CAPACITY_DOWNGRADE]
+        total = window.total + new
+        evidence = (
+            f"{country}: {window.inspected} of {total} consignments of filing partition "
+            f"{window.partition} inspected over {_duration(lanes.window_seconds)} "
+            f"({window.inspected / max(total, 1):.2%}); ceiling {lanes.inspect_ceiling:.2%}; "
+            f"score {score:g}"
+        )
+        return LaneChange(
+            DOWNGRADE_ROUTE,
+            False,
+            {
+                "code": L_CAPACITY_DOWNGRADE,
+                "description": text.description,
+                "contribution": 0.0,
+                "evidence": evidence,
+                "carrier_visible": text.carrier_visible,
+            },
+        )
 
 
 def apply_change(decision: dict, change: LaneChange | None) -> dict:

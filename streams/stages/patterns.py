@@ -10,6 +10,15 @@ replay gives the same answers as the live run; entries are forgotten by the same
 
 Party names and addresses enter keys only as digests: the changelog topic then holds no
 personal data in clear (Standard 1), and keys stay short whatever carriers send.
+
+Scale-out: split shipments and seller velocity are about one seller, whichever partition each
+house waybill filed on, so the worker re-keys declarations by seller (``observe`` makes the
+record, ``detect_entity_batch`` counts it on the seller's partition) and sends what it finds
+back to each consignment's partition. Value norms and carrier trends are learnt per filing
+partition (``scope``): each partition is a uniform sample of the traffic, so a partition's norm
+is as good an estimate as the whole's and the answers do not depend on how many workers share
+the partitions. Every key carries its scope (``key@partition``), so a worker holding several
+partitions keeps them apart.
 """
 
 from __future__ import annotations
@@ -353,6 +362,45 @@ def carrier_key(carrier_id: str) -> str:
     return CARRIER_PREFIX + carrier_id
 
 
+SCOPE_MARK = "@"
+
+
+def scoped(key: str, scope: int | None) -> str:
+    """``key`` as kept for the partition ``scope`` (None: unscoped, a single-process state)."""
+    return key if scope is None else f"{key}{SCOPE_MARK}{scope}"
+
+
+def state_partition(key: str) -> int:
+    """The partition a scoped state key belongs to (where its changelog record goes)."""
+    return int(key.rsplit(SCOPE_MARK, 1)[1])
+
+
+def observe(
+    declaration: dict,
+    value_in_reference: float | None,
+    de_minimis: float | None,
+    settings: PatternSettings,
+) -> dict:
+    """What the seller-keyed patterns need of a declaration, with the parties as digests only
+    (a PatternObservation record without its routing fields)."""
+    return {
+        "house_waybill": declaration["house_waybill"],
+        "filing_time": declaration["filing_time"],
+        "destination_country": declaration["destination_country"],
+        "seller_key": seller_key(declaration, settings),
+        "split_key": split_group_key(declaration, settings),
+        "value_reference": value_in_reference,
+        "de_minimis": de_minimis,
+    }
+
+
+def seller_partition(seller_key_: str, partitions: int) -> int:
+    """The partition a seller's observations and state live on: a stable hash of its key (not
+    the producer's partitioner, so every client and every replay agrees)."""
+    digest = hashlib.blake2b(seller_key_.encode(), digest_size=8).digest()
+    return int.from_bytes(digest) % partitions
+
+
 # --------------------------------------------------------------------------- detection
 
 
@@ -368,22 +416,21 @@ class PatternResult:
     reasons: list[list[dict]]
     changed_keys: set[str] = field(default_factory=set)
     split_groups: list[dict] = field(default_factory=list)
+    # consignments of earlier batches a pattern now includes: {"house_waybill", "partition",
+    # "reason", "by"}, one per consignment and pattern, ever (their decisions get a new
+    # revision); "by": the index of the declaration that completed the pattern
+    flags: list[dict] = field(default_factory=list)
 
 
 class _Batch:
     """One call of ``detect_batch``: a read-through cache over the state, and the findings."""
 
     def __init__(
-        self,
-        state: PatternState,
-        settings: PatternSettings,
-        de_minimis: Callable[[str], float | None],
-        size: int,
+        self, state: PatternState, settings: PatternSettings, size: int, scope: int | None
     ) -> None:
         self.state = state
         self.settings = settings
-        self.de_minimis = de_minimis
-        self.thresholds: dict[str, float | None] = {}
+        self.scope = scope
         self.local: dict[str, Any] = {}
         self.changed: set[str] = set()
         self.reasons: list[list[dict]] = [[] for _ in range(size)]
@@ -391,6 +438,9 @@ class _Batch:
         self.split_reasons: dict[int, dict] = {}
         self.in_batch: dict[str, dict[str, int]] = {}
         self.groups: dict[str, dict] = {}
+        self.flags: list[dict] = []
+        self.current = 0
+        self.sellers_in_batch: dict[str, dict[str, int]] = {}
 
     def get(self, key: str) -> Any:
         value = self.local.get(key, _UNREAD)
@@ -402,13 +452,6 @@ class _Batch:
         self.local[key] = value
         self.changed.add(key)
 
-    def threshold(self, destination: str) -> float | None:
-        try:
-            return self.thresholds[destination]
-        except KeyError:
-            value = self.thresholds[destination] = self.de_minimis(destination)
-            return value
-
     def finish(self) -> PatternResult:
         for i, reason in self.split_reasons.items():
             self.reasons[i].append(reason)
@@ -417,20 +460,22 @@ class _Batch:
                 reasons.sort(key=_by_contribution)
         for key in self.changed:
             self.state[key] = self.local[key]
-        return PatternResult(self.reasons, self.changed, list(self.groups.values()))
+        return PatternResult(self.reasons, self.changed, list(self.groups.values()), self.flags)
 
     # ------------------------------------------------------------------- split shipments
 
-    def split(self, i: int, record: dict, value: float | None, t: int) -> None:
+    def split(self, i: int, obs: dict, t: int, partition: int) -> None:
         cfg = self.settings.split_shipment
+        self.current = i
+        value = obs["value_reference"]
         if value is None or not value >= 0:  # unknown, or NaN
             return
-        destination = record["destination_country"]
-        threshold = self.threshold(destination)
+        destination = obs["destination_country"]
+        threshold = obs["de_minimis"]
         if threshold is None:
             return  # no relief to split for
-        key = split_group_key(record, self.settings)
-        waybill = record["house_waybill"]
+        key = scoped(obs["split_key"], self.scope)
+        waybill = obs["house_waybill"]
         window = cfg.window_ms
         old = self.get(key)
         if value > threshold:  # dutiable anyway; if it was amended upwards it leaves its group
@@ -449,7 +494,7 @@ class _Batch:
                     flag = e[3]
                 elif e[2] >= horizon:
                     entries.append(e)
-        entries.append([waybill, value, t, flag])
+        entries.append([waybill, value, t, flag, partition])
         if len(entries) > 1 and entries[-2][2] > t:
             entries.sort(key=_by_time)
         if len(entries) > cfg.max_group_size:
@@ -495,8 +540,9 @@ class _Batch:
                 self.split_reasons[index] = reason
             elif not e[3]:
                 reassess.append(e[0])
+                self._flag(e[0], e[4] if len(e) > 4 else -1, reason)
             if not e[3]:
-                entries[n] = [e[0], e[1], e[2], 1]  # never mutate what was read
+                entries[n] = [*e[:3], 1, *e[4:]]  # never mutate what was read
         self.groups[key] = {
             "key": key,
             "destination_country": destination,
@@ -527,7 +573,7 @@ class _Batch:
             if not (0.0 < per_kg < math.inf and len(hs) >= 6):
                 continue
             x = math.log(per_kg)
-            key = norm_key(hs, item["origin_country"])
+            key = scoped(norm_key(hs, item["origin_country"]), self.scope)
             old = self.get(key)
             if old is not None and t - old["l"] > cfg.forget_ms:
                 old = None
@@ -553,14 +599,31 @@ class _Batch:
 
     # ------------------------------------------------------------------- velocity
 
-    def seller_velocity(self, i: int, record: dict, t: int, since: int) -> None:
+    def _flag(self, waybill: str, partition: int, reason: dict) -> None:
+        """An earlier batch's consignment now in a pattern: its decision is to be amended."""
+        if partition >= 0:  # entries from before partitions were kept cannot be sent back
+            self.flags.append(
+                {
+                    "house_waybill": waybill,
+                    "partition": partition,
+                    "reason": reason,
+                    "by": self.current,  # the declaration whose arrival completed the pattern
+                }
+            )
+
+    def seller_velocity(self, i: int, obs: dict, t: int, since: int, partition: int) -> None:
         cfg = self.settings.new_seller_velocity
-        key = seller_key(record, self.settings)
+        self.current = i
+        key = scoped(obs["seller_key"], self.scope)
         old = self.get(key)
         if old is None or t - old["l"] > cfg.forget_ms:
-            first, last, times, waybills = t, t, [], []
+            first, last, times, waybills, parts, flagged = t, t, [], [], [], []
         else:
-            first, last, times, waybills = min(old["f"], t), max(old["l"], t), old["t"], old["w"]
+            first, last = min(old["f"], t), max(old["l"], t)
+            times, waybills = old["t"], old["w"]
+            if times is not None:
+                parts = old.get("p") or [-1] * len(times)
+                flagged = old.get("g") or [1] * len(times)
         # New: first seen lately, after watching long enough to have seen it before if it had
         # shipped (a freshly started worker would otherwise take every seller for a new one).
         if t - first > cfg.new_for_ms or first - since < cfg.new_for_ms:
@@ -568,31 +631,50 @@ class _Batch:
             if old is None or times is not None or last - old["l"] > cfg.forget_ms / 100:
                 self.put(key, {"f": first, "l": last, "t": None, "w": None})
             return
-        # Times (sorted) and house waybills of the seller's consignments within the window, as
-        # two lists so that pruning and insertion are C-level list operations.
+        # The seller's consignments within the window, sorted by time: times, house waybills,
+        # their partitions and whether each was flagged, as parallel lists so that pruning and
+        # insertion are C-level list operations.
         start = bisect_left(times, last - cfg.window_ms)
-        times, waybills = times[start:], waybills[start:]  # copies: what was read stays as is
-        waybill = record["house_waybill"]
+        # copies: what was read stays as is
+        times, waybills = times[start:], waybills[start:]
+        parts, flagged = parts[start:], flagged[start:]
+        waybill = obs["house_waybill"]
         j = bisect_left(times, t)
         k = bisect_right(times, t, j)
         if waybill not in waybills[j:k]:  # else redelivered: counted already
             times.insert(k, t)
             waybills.insert(k, waybill)
+            parts.insert(k, partition)
+            flagged.insert(k, 0)
         if len(times) > cfg.track_at_most:
-            del times[: -cfg.track_at_most], waybills[: -cfg.track_at_most]
-        self.put(key, {"f": first, "l": last, "t": times, "w": waybills})
+            cut = len(times) - cfg.track_at_most
+            del times[:cut], waybills[:cut], parts[:cut], flagged[:cut]
+        members = self.sellers_in_batch.setdefault(key, {})
+        members[waybill] = i
         count = len(times)
-        if count > cfg.max_consignments:
+        if count > cfg.max_consignments and not all(flagged):
+            # The burst as a whole: every consignment of the window not flagged yet, so the
+            # same consignments are flagged whatever order they arrive in.
             at_least = "at least " if count >= cfg.track_at_most else ""
             evidence = (
                 f"seller first seen {(t - first) / DAY_MS:.1f} days ago; {at_least}{count} "
                 f"consignments within {cfg.window_hours:g} h (more than {cfg.max_consignments})"
             )
-            self.reasons[i].append(cfg.reason(evidence))
+            reason = cfg.reason(evidence)
+            for n, done in enumerate(flagged):
+                if done:
+                    continue
+                flagged[n] = 1
+                index = members.get(waybills[n])
+                if index is not None:
+                    self.reasons[index].append(reason)
+                else:
+                    self._flag(waybills[n], parts[n], reason)
+        self.put(key, {"f": first, "l": last, "t": times, "w": waybills, "p": parts, "g": flagged})
 
     def carrier_quality(self, i: int, record: dict, failed: bool, t: int) -> None:
         cfg = self.settings.carrier_dq_rising
-        key = carrier_key(record["carrier_id"])
+        key = scoped(carrier_key(record["carrier_id"]), self.scope)
         old = self.get(key)
         if old is None or t - old["l"] > cfg.forget_ms:
             ns = fs = nb = fb = 0.0
@@ -680,6 +762,47 @@ def _by_contribution(reason: dict) -> float:
     return -reason["contribution"]
 
 
+ENTITY_PATTERNS = ("split_shipment", "new_seller_velocity")
+"""Counted per seller (``detect_entity_batch``); the others per filing partition."""
+FILING_PATTERNS = ("undervaluation", "carrier_dq_rising")
+ALL_PATTERNS = (*ENTITY_PATTERNS, *FILING_PATTERNS)
+
+
+def _since(run: _Batch, observations: Sequence[dict], now_ms: int) -> int:
+    """When the state started watching (velocity needs it), recorded at its first batch."""
+    key = scoped(OBSERVING_KEY, run.scope)
+    watching = run.get(key)
+    if watching is not None:
+        return watching["since"]
+    since = min(min(o["filing_time"] for o in observations), now_ms)
+    run.put(key, {"l": since, "since": since})
+    return since
+
+
+def detect_entity_batch(
+    observations: Sequence[dict],
+    partitions: Sequence[int],
+    state: PatternState,
+    now_ms: int,
+    settings: PatternSettings,
+    scope: int | None = None,
+) -> PatternResult:
+    """Split-shipment and seller-velocity reasons for each observation (``observe``), in
+    order, updating ``state``; ``partitions``: each house waybill's filing partition (where a
+    later flag must be sent). ``scope``: the seller partition whose observations these are."""
+    run = _Batch(state, settings, len(observations), scope)
+    split = settings.split_shipment.enabled
+    velocity = settings.new_seller_velocity.enabled
+    since = _since(run, observations, now_ms) if velocity and observations else 0
+    for i, obs in enumerate(observations):
+        t = min(obs["filing_time"], now_ms)  # a filing cannot be later than its receipt
+        if split:
+            run.split(i, obs, t, partitions[i])
+        if velocity:
+            run.seller_velocity(i, obs, t, since, partitions[i])
+    return run.finish()
+
+
 def detect_batch(
     declarations: Sequence[dict],
     values_in_reference: Sequence[float | None],
@@ -688,6 +811,9 @@ def detect_batch(
     now_ms: int,
     settings: PatternSettings,
     de_minimis: Callable[[str], float | None],
+    kinds: Sequence[str] = ALL_PATTERNS,
+    scope: int | None = None,
+    partitions: Sequence[int] | None = None,
 ) -> PatternResult:
     """Pattern reasons for each pre-arrival declaration, in order, updating ``state``.
 
@@ -695,32 +821,36 @@ def detect_batch(
     when unknown); ``quality_failed``: whether it failed data quality; ``de_minimis(dest)``: the
     destination's threshold in the reference currency, None when there is none. Declarations
     are taken in the given order, so the result depends only on the inputs and the state.
+    ``kinds``: the patterns to run (the worker runs ``FILING_PATTERNS`` here and the others
+    on the seller's partition); ``scope``: the filing partition the state is kept for;
+    ``partitions``: each declaration's (for flags of earlier batches; default ``scope``).
     """
     if not len(declarations) == len(values_in_reference) == len(quality_failed):
         raise ValueError("declarations, values_in_reference and quality_failed differ in length")
-    run = _Batch(state, settings, de_minimis, len(declarations))
-    split = settings.split_shipment.enabled
-    norm = settings.undervaluation.enabled
-    velocity = settings.new_seller_velocity.enabled
-    carrier = settings.carrier_dq_rising.enabled
-    since = 0
-    if velocity and declarations:
-        watching = run.get(OBSERVING_KEY)
-        if watching is None:
-            since = min(min(r["filing_time"] for r in declarations), now_ms)
-            run.put(OBSERVING_KEY, {"l": since, "since": since})
-        else:
-            since = watching["since"]
+    run = _Batch(state, settings, len(declarations), scope)
+    split = settings.split_shipment.enabled and "split_shipment" in kinds
+    norm = settings.undervaluation.enabled and "undervaluation" in kinds
+    velocity = settings.new_seller_velocity.enabled and "new_seller_velocity" in kinds
+    carrier = settings.carrier_dq_rising.enabled and "carrier_dq_rising" in kinds
+    since = _since(run, declarations, now_ms) if velocity and declarations else 0
+    thresholds: dict[str, float | None] = {}
+    default_partition = scope if scope is not None else 0
     for i, record in enumerate(declarations):
         t = min(record["filing_time"], now_ms)  # a filing cannot be later than its receipt
         value = values_in_reference[i]
         failed = bool(quality_failed[i])
-        if split:
-            run.split(i, record, value, t)
+        if split or velocity:
+            destination = record["destination_country"]
+            if destination not in thresholds:
+                thresholds[destination] = de_minimis(destination)
+            obs = observe(record, value, thresholds[destination], settings)
+            partition = partitions[i] if partitions is not None else default_partition
+            if split:
+                run.split(i, obs, t, partition)
+            if velocity:
+                run.seller_velocity(i, obs, t, since, partition)
         if norm:
             run.undervaluation(i, record, value, failed, t)
-        if velocity:
-            run.seller_velocity(i, record, t, since)
         if carrier:
             run.carrier_quality(i, record, failed, t)
     return run.finish()
@@ -734,11 +864,12 @@ _FORGET_BY_PREFIX: tuple[tuple[str, str], ...] = (
 )
 
 
-def mark_observing_since(state: PatternState, since_ms: int) -> None:
+def mark_observing_since(state: PatternState, since_ms: int, scope: int | None = None) -> None:
     """Record that the state has watched traffic since ``since_ms`` unless it already knows
     (after loading history into it, or in tests)."""
-    if OBSERVING_KEY not in state:
-        state[OBSERVING_KEY] = {"l": since_ms, "since": since_ms}
+    key = scoped(OBSERVING_KEY, scope)
+    if key not in state:
+        state[key] = {"l": since_ms, "since": since_ms}
 
 
 def expire_state(state: PatternState, now_ms: int, settings: PatternSettings) -> set[str]:

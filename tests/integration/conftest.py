@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,16 +136,20 @@ def harness_env_extra() -> str:
     return ""
 
 
-@pytest.fixture(scope="module")
-def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
+@contextmanager
+def open_harness(
+    tmp_path_factory, env_extra: str = "", partitions: int = 2, start: bool = True
+) -> Iterator[Harness]:
+    """Topics of a fresh prefix, an app id of their own and (``start``) a ready worker;
+    the worker is stopped and the topics deleted afterwards."""
     run = uuid.uuid4().hex[:8]
     port = free_port()
     settings_file = tmp_path_factory.mktemp("settings") / "it.toml"
     settings_file.write_text(
         f'[worker]\napp_id = "greenlane-it-{run}"\nmetrics_port = {port}\n'
         f'data_dir = "{tmp_path_factory.mktemp("worker")}"\nbatch_within_seconds = 0.05\n'
-        f"{harness_env_extra}"
-        f"[topics]\npartitions = 2\n"
+        f"{env_extra}"
+        f"[topics]\npartitions = {partitions}\n"
     )
     env = dict(
         os.environ,
@@ -159,8 +164,9 @@ def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
     log = Path(tmp_path_factory.mktemp("logs")) / "worker.log"
     producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
     h = Harness(s, env, f"http://127.0.0.1:{port}/metrics", producer, log)
-    h.start_worker()
     try:
+        if start:
+            h.start_worker()
         yield h
     finally:
         h.stop_worker()
@@ -172,3 +178,9 @@ def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
         ]
         if names:
             client.delete_topics(names, operation_timeout=30)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory, harness_env_extra: str) -> Iterator[Harness]:
+    with open_harness(tmp_path_factory, harness_env_extra) as h:
+        yield h

@@ -4,44 +4,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenlane.streams.core.pipeline import Assessor, decision_id
+from greenlane.streams.core.pipeline import decision_id
 from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
-from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
-from greenlane.streams.settings import schema_path
-from greenlane.streams.stages import quality
-from greenlane.streams.stages.targeting import load_targeting_rules
+from greenlane.streams.runtime.serde import WireDecoder, WireEncoder
 from tests.factories import NOW_MS, item, party, pre_arrival, pre_loading
-
-SCHEMAS = {
-    PRE_LOADING: load_schema(schema_path("pre_loading")),
-    PRE_ARRIVAL: load_schema(schema_path("pre_arrival")),
-}
-IDS = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
-SCHEMAS_DECISION = load_schema(schema_path("release"))
-TOPIC = {PRE_LOADING: "filing.pre-loading", PRE_ARRIVAL: "filing.pre-arrival"}
-
-
-def fetch(schema_id):
-    by_id = {IDS[s]: SCHEMAS[s] for s in IDS}
-    return json.dumps(by_id[schema_id]) if schema_id in by_id else None
-
-
-@pytest.fixture(scope="module")
-def assessor():
-    decoders = {s: WireDecoder(SCHEMAS[s], fetch) for s in SCHEMAS}
-    return Assessor(quality.load_quality_rules(), load_targeting_rules(), decoders)
-
-
-def messages(stage, records, start_offset=0):
-    enc = WireEncoder(SCHEMAS[stage], IDS[stage])
-    return [
-        InboundMessage(
-            r["house_waybill"].encode(), enc.encode(r), TOPIC[stage], 0, start_offset + i, NOW_MS
-        )
-        for i, r in enumerate(records)
-    ]
+from tests.streams.core.wire import IDS, SCHEMAS, SCHEMAS_DECISION, TOPIC, forwarded, messages
 
 
 def raw(stage, value, offset=0, key=b"K"):
@@ -241,7 +210,9 @@ def test_decisions_encode_with_the_registered_schema(assessor):
     assert decoded[0]["revenue"]["administration"] == "EU"
 
 
-def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
+def test_split_shipments_flag_the_group_on_the_sellers_partition_and_amend_every_member(
+    assessor, sellers
+):
     state: dict = {}
     links: dict = {}
     buyer = {
@@ -258,34 +229,61 @@ def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
             f"SP{n}", destination_country="PL", items=[item(value=60.0, net_weight_kg=0.4)], **buyer
         )
 
-    outs = []
-    for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
-        batch_links, batch_state = Overlay(links), Overlay(state)
-        out = assessor.assess(
-            PRE_ARRIVAL,
-            messages(PRE_ARRIVAL, [parcel(n)], start_offset=n),
-            batch_links,
-            NOW_MS + n * 3_600_000,
-            patterns=batch_state,
-        )
-        for committed, overlay in ((links, batch_links), (state, batch_state)):
-            assert overlay.changes() and None not in overlay.changes().values()
+    def commit(*pairs):
+        for committed, overlay in pairs:
+            assert None not in overlay.changes().values()
             committed.update(overlay.changes())
-        outs.append(out)
-    assert [d["house_waybill"] for o in outs[:2] for d in o.decisions] == ["SP0", "SP1"]
-    third = {d["house_waybill"]: d for d in outs[2].decisions}
-    assert set(third) == {"SP0", "SP1", "SP2"}  # the new parcel and two amendments
-    split = [r for r in third["SP2"]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
-    assert "180" in split[0]["evidence"]
-    for earlier in ("SP0", "SP1"):
-        amended = third[earlier]
-        assert amended["revision"] == 1 and amended["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
-        assert amended["linked_decision_id"] == outs[int(earlier[-1])].decisions[0]["decision_id"]
-        assert amended["message_id"] == f"PA-{earlier}"
-        assert links[earlier]["pre_arrival"]["revision"] == 1
-    assert len(outs[2].responses) == 3
+
+    firsts, amended = [], []
+    for n in range(3):  # one parcel per batch, 60 EUR each; the EU's IOSS cap is 150 EUR
+        now = NOW_MS + n * 3_600_000
+        batch_links, batch_state = Overlay(links), Overlay(state)
+        msgs = messages(PRE_ARRIVAL, [parcel(n)], start_offset=n)
+        out = assessor.assess(PRE_ARRIVAL, msgs, batch_links, now, patterns=batch_state)
+        commit((links, batch_links), (state, batch_state))
+        [d] = out.decisions
+        assert d["revision"] == 0 and "P_SPLIT_SHIPMENT" not in {r["code"] for r in d["reasons"]}
+        firsts.append(d)
+        # the declaration, re-keyed by seller: digests only, to the seller's partition
+        [obs] = out.forwards
+        assert obs.role == "pattern_observation" and obs.key == obs.record["seller_key"].encode()
+        assert "Kowalski" not in json.dumps(obs.record)
+        assert obs.record["filing_partition"] == 0
+        seller_state = Overlay(state)
+        found = sellers.assess(forwarded(out, "pattern_observation"), seller_state, now)
+        commit((state, seller_state))
+        amend_links = Overlay(links)
+        changed = assessor.amend(forwarded(found, "pattern_finding"), amend_links, now)
+        commit((links, amend_links))
+        amended.append(changed)
+    assert [o.decisions for o in amended[:2]] == [[], []]
+    third = {d["house_waybill"]: d for d in amended[2].decisions}
+    assert set(third) == {"SP0", "SP1", "SP2"}  # every member of the group, once
+    for n, waybill in enumerate(("SP0", "SP1", "SP2")):
+        d = third[waybill]
+        assert d["revision"] == 1 and d["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
+        assert "180" in d["reasons"][0]["evidence"]
+        assert d["linked_decision_id"] == firsts[n]["decision_id"]
+        assert d["message_id"] == f"PA-{waybill}"
+        assert d["risk_score"] == firsts[n]["risk_score"] + d["reasons"][0]["contribution"]
+        assert links[waybill]["pre_arrival"]["revision"] == 1
+        assert links[waybill]["pre_arrival"]["flags"] == ["P_SPLIT_SHIPMENT"]
+    assert len(amended[2].responses) == 3 and len(amended[2].amended_from) == 3
     enc = WireEncoder(SCHEMAS_DECISION, 9)
-    assert all(enc.encode(d) for d in outs[2].decisions)  # amendments are complete records
+    assert all(enc.encode(d) for d in amended[2].decisions)  # amendments are complete records
+
+    # a finding delivered twice amends once (the link remembers the pattern)
+    again = assessor.amend(forwarded(found, "pattern_finding"), Overlay(links), NOW_MS)
+    assert again.decisions == [] and again.unapplied == 3
+    # and through the replay log it republishes the same revisions
+    log: dict = {}
+    fresh_links = Overlay(
+        {k: dict(v, pre_arrival=dict(v["pre_arrival"], flags=[])) for k, v in links.items()}
+    )
+    first = assessor.amend(forwarded(found, "pattern_finding"), fresh_links, NOW_MS, log)
+    replayed = assessor.amend(forwarded(found, "pattern_finding"), Overlay(links), NOW_MS, log)
+    assert replayed.decisions == first.decisions and replayed.replayed == 3
+
     other_seller = parcel(9)
     other_seller["seller"] = {
         "name": "Another Shop Ltd",
@@ -296,12 +294,12 @@ def test_split_shipments_flag_the_group_and_amend_earlier_members(assessor):
     out = assessor.assess(
         PRE_ARRIVAL,
         messages(PRE_ARRIVAL, [other_seller], start_offset=9),
-        links,
+        Overlay(links),
         NOW_MS + 4 * 3_600_000,
-        patterns=state,
+        patterns=Overlay(state),
     )
-    assert [d["house_waybill"] for d in out.decisions] == ["SP9"]
-    assert not [r for r in out.decisions[0]["reasons"] if r["code"] == "P_SPLIT_SHIPMENT"]
+    found = sellers.assess(forwarded(out, "pattern_observation"), Overlay(state), NOW_MS)
+    assert found.forwards == []
 
 
 def test_list_matches_are_reasons_but_watchlist_internals_never_reach_the_carrier(assessor):
@@ -389,18 +387,20 @@ def test_a_replayed_batch_republishes_the_same_decisions_and_changes_no_state(as
             items=[item(value=60.0, net_weight_kg=0.4)],
         )
         for n in range(3)
-    ]  # together over the EU's 150 EUR: the third flags the first two with amendments
+    ]  # together over the EU's 150 EUR (found on the seller's partition, core.entities)
     first_out, views = _assess(assessor, PRE_ARRIVAL, messages(PRE_ARRIVAL, parcels[:2]), tables)
     _commit(tables, views)
     msgs = messages(PRE_ARRIVAL, parcels[2:], start_offset=2)
     out, views = _assess(assessor, PRE_ARRIVAL, msgs, tables)
     _commit(tables, views)
-    assert len(out.decisions) == 3 and out.replayed == 0  # RP2 and two amendments
+    # RP2's decision, and its observation re-keyed for the seller's partition
+    assert len(out.decisions) == 1 and len(out.forwards) == 1 and out.replayed == 0
     state_before = json.dumps(tables, sort_keys=True)
 
     # the worker crashed before the batch's offsets were committed: it comes again, later
     again, views = _assess(assessor, PRE_ARRIVAL, msgs, tables, now_ms=NOW_MS + 60_000)
-    assert again.decisions == out.decisions and again.replayed == 3
+    assert again.decisions == out.decisions and again.replayed == 1
+    assert again.forwards == out.forwards  # the observation is sent again as it was
     assert [k for k, _ in again.responses] == [k for k, _ in out.responses]
     assert all(not v.changes() for v in views.values())  # nothing applied twice
     _commit(tables, views)

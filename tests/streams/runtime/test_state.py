@@ -13,8 +13,10 @@ from greenlane.streams.runtime.state import (
     TableState,
     by_filing_partition,
     by_key_hash,
+    by_key_partition,
     worker_ready,
 )
+from greenlane.streams.stages.patterns import scoped, state_partition
 
 PARTITIONS = 4
 
@@ -132,3 +134,9 @@ def test_a_sweep_reads_the_table_in_pieces(table) -> None:
     pieces = list(state.chunks(10))
     assert [len(p) for p in pieces] == [10, 10, 5]
     assert {k: v for p in pieces for k, v in p.items()} == entries
+
+
+def test_keys_that_name_their_partition_are_placed_there_and_older_ones_by_hash():
+    place = by_key_partition(state_partition, PARTITIONS)
+    assert place(scoped("seller:ab", 1), {}) == 1
+    assert place("seller:ab", {}) == by_key_hash(PARTITIONS)("seller:ab", {})

@@ -302,21 +302,59 @@ def test_inspect_share_stays_at_or_below_the_ceiling_after_warm_up(tmp_path):
         assert worst[dest] <= ceiling * (1 + 1 / (s.default.window_buckets - 1)), dest
 
 
-def test_lowest_scores_are_downgraded_first_and_say_why(tmp_path):
+def test_capacity_is_first_come_first_served_and_says_why(tmp_path):
     s = settings_with(
         tmp_path,
         default={"inspect_ceiling": 0.05, "min_random_rate": 0.0, "warm_up_consignments": 0},
     )
-    scores = [60, 95, 65, 60, 70, 80] + [0] * 94  # 100 consignments, ceiling 5 -> one too many
+    scores = [0] * 94 + [60, 95, 65, 60, 70, 80]  # ceiling 5%: the fifth INSPECT comes too early
     batch = [decision(i, sc) for i, sc in enumerate(scores)]
     changes = LaneAllocator(s).allocate(batch, NOW)
     downgraded = [i for i, c in enumerate(changes) if c is not None]
-    assert downgraded == [3]  # a 60, and of the two 60s the later one
-    reason = changes[3].reason
-    assert changes[3] == LaneChange(HOLD, False, reason)
+    assert downgraded == [98]  # at 99 consignments 5% allows 4; at 100 the sixth fits again
+    reason = changes[98].reason
+    assert changes[98] == LaneChange(HOLD, False, reason)
     assert reason["code"] == L_CAPACITY_DOWNGRADE and reason["contribution"] == 0
-    assert "5 of 100" in reason["evidence"] and "5.00%" in reason["evidence"]
-    assert "ceiling 5.00%" in reason["evidence"] and "score 60" in reason["evidence"]
+    assert "4 of 99 consignments of filing partition 0" in reason["evidence"]
+    assert "ceiling 5.00%" in reason["evidence"] and "score 70" in reason["evidence"]
+
+
+def _lanes(changes, batch):
+    return [final_route(d, c) for d, c in zip(batch, changes, strict=True)]
+
+
+def test_lanes_do_not_depend_on_batch_splits_or_how_workers_share_the_partitions(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.04, "min_random_rate": 0.01, "warm_up_consignments": 40},
+    )
+    rng = random.Random(7)
+    stream = [
+        decision(
+            n,
+            rng.choice([0, 0, 0, 35, 70, 90]),
+            source_partition=rng.randrange(4),
+            filing_time=NOW + n * 1000,
+        )
+        for n in range(3000)
+    ]
+    whole = _lanes(LaneAllocator(s, partitions=4).allocate(stream, NOW + 10**8, {}), stream)
+    assert whole.count(INSPECT) < 0.04 * len(stream) + 4 * 2  # the ceiling holds (+ picks)
+    # one worker per pair of partitions, each its own state, batches of random sizes,
+    # partitions interleaved differently
+    routes = {}
+    for mine in ({0, 1}, {2, 3}):
+        alloc, state = LaneAllocator(s, partitions=4), {}
+        own = [d for d in stream if d["source_partition"] in mine]
+        start = 0
+        while start < len(own):
+            size = rng.randint(1, 300)
+            chunk = own[start : start + size]
+            allocated = _lanes(alloc.allocate(chunk, NOW + 10**8, state), chunk)
+            for d, route in zip(chunk, allocated, strict=True):
+                routes[d["house_waybill"]] = route
+            start += size
+    assert [routes[d["house_waybill"]] for d in stream] == whole
 
 
 def test_forced_outcomes_and_random_picks_are_never_downgraded(tmp_path):
@@ -375,13 +413,13 @@ def test_window_forgets_old_traffic(tmp_path):
         },
     )
     alloc = LaneAllocator(s)
-    alloc.allocate([decision(i, 90 if i < 10 else 0) for i in range(100)], NOW)
+    alloc.allocate([decision(i, 90 if i >= 90 else 0) for i in range(100)], NOW)
     assert alloc.window("DE") == (10, 100)
     full = alloc.allocate([decision(1000 + i, 90) for i in range(10)], NOW + 1_000)
-    assert [c is None for c in full] == [True] + [False] * 9  # 10% of 110 -> 1 more
+    assert [c is None for c in full] == [False] * 9 + [True]  # 10% of 110 -> 1 more, last
     assert alloc.window("DE", NOW + 61_000) == (0, 0)
     fresh = alloc.allocate(
-        [decision(2000 + i, 90 if i < 10 else 0) for i in range(100)], NOW + 61_000
+        [decision(2000 + i, 90 if i >= 90 else 0) for i in range(100)], NOW + 61_000
     )
     assert fresh == [None] * 100
 
@@ -481,7 +519,7 @@ def test_counts_kept_in_the_callers_state_survive_a_new_allocator(tmp_path):
     )
     state: dict = {}
     first = LaneAllocator(s, partitions=2)
-    first.allocate([decision(i, 80 if i < 10 else 0) for i in range(100)], NOW, state)
+    first.allocate([decision(i, 80 if i >= 90 else 0) for i in range(100)], NOW, state)
     assert first.window("DE", state=state) == (10, 100)
     json.loads(json.dumps(state))  # plain data: a table entry
 
@@ -503,6 +541,6 @@ def test_counts_are_kept_per_filing_partition_and_a_worker_sees_its_own(tmp_path
     LaneAllocator(s, partitions=2).allocate(batch, NOW, state)
     assert set(state) == {lane_key("DE", 0), lane_key("DE", 1)}
     assert state[lane_key("DE", 1)]["partition"] == 1
-    # a worker that holds only partition 1 counts its share of the traffic
+    # each partition holds the ceiling for its own traffic: half of partition 1's 20
     mine = {k: v for k, v in state.items() if v["partition"] == 1}
-    assert LaneAllocator(s, partitions=2).window("DE", state=mine) == (20, 20)
+    assert LaneAllocator(s, partitions=2).window("DE", state=mine) == (10, 20)

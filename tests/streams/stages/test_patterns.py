@@ -26,6 +26,7 @@ from greenlane.streams.stages.patterns import (
     mark_observing_since,
     norm_key,
     split_group_key,
+    state_partition,
 )
 from greenlane.streams.stages.patterns import DEFAULT_PATH as PATTERNS_FILE
 from tests.factories import HOUR_MS, NOW_MS, item, party, pre_arrival
@@ -282,8 +283,10 @@ def watched():
 def test_a_new_seller_shipping_fast_is_flagged_an_established_one_is_not():
     newcomer = party("Fresh Start Shop", "CN")
     result = run(shipments(newcomer, 7, 0), [30.0] * 7, watched(), VELOCITY)
-    assert codes(result) == [[]] * 5 + [[P_NEW_SELLER_VELOCITY]] * 2
-    assert "6 consignments within 24 h (more than 5)" in result.reasons[5][0]["evidence"]
+    # the burst as a whole: once the sixth arrives, every consignment of the window is flagged
+    assert codes(result) == [[P_NEW_SELLER_VELOCITY]] * 7
+    assert "6 consignments within 24 h (more than 5)" in result.reasons[0][0]["evidence"]
+    assert "7 consignments within 24 h" in result.reasons[6][0]["evidence"]
 
     state = watched()
     veteran = party("Old Hand Trading", "CN")
@@ -310,9 +313,55 @@ def test_a_redelivered_batch_does_not_inflate_the_count():
     newcomer = party("Fresh Start Shop", "CN")
     state = watched()
     batch = shipments(newcomer, 6, 0)
-    run(batch, [30.0] * 6, state, VELOCITY)
+    first = run(batch, [30.0] * 6, state, VELOCITY)
+    assert codes(first) == [[P_NEW_SELLER_VELOCITY]] * 6
     again = run(batch, [30.0] * 6, state, VELOCITY)
-    assert "; 6 consignments within" in again.reasons[-1][0]["evidence"]
+    assert codes(again) == [[]] * 6 and again.flags == []  # flagged once, counted once
+    seventh = run(shipments(newcomer, 7, 0)[6:], [30.0], state, VELOCITY)
+    assert "; 7 consignments within" in seventh.reasons[0][0]["evidence"]
+
+
+def test_a_burst_over_several_batches_flags_the_earlier_ones_with_their_partitions():
+    newcomer = party("Fresh Start Shop", "CN")
+    state = watched()
+    parcels = shipments(newcomer, 7, 0)
+    early = run(parcels[:4], [30.0] * 4, state, VELOCITY)
+    assert codes(early) == [[]] * 4 and early.flags == []
+    late = detect_batch(
+        parcels[4:], [30.0] * 3, [False] * 3, state, LATER, VELOCITY, eu_150, partitions=[2] * 3
+    )
+    assert codes(late) == [[P_NEW_SELLER_VELOCITY]] * 3
+    assert [(f["house_waybill"], f["partition"]) for f in late.flags] == [
+        (p["house_waybill"], 0) for p in parcels[:4]
+    ]
+    assert {f["reason"]["code"] for f in late.flags} == {P_NEW_SELLER_VELOCITY}
+
+
+def test_the_same_consignments_are_flagged_whatever_order_they_arrive_in():
+    def flagged(order):
+        state, out = watched(), set()
+        for n in order:
+            result = run([parcels[n]], [30.0], state, VELOCITY)
+            out |= {parcels[n]["house_waybill"] for r in result.reasons if r}
+            out |= {f["house_waybill"] for f in result.flags}
+        return out
+
+    newcomer = party("Fresh Start Shop", "CN")
+    parcels = shipments(newcomer, 7, 0)
+    assert (
+        flagged(range(7)) == flagged([6, 0, 5, 1, 4, 2, 3]) == {p["house_waybill"] for p in parcels}
+    )
+
+
+def test_scoped_state_keeps_partitions_apart():
+    state = {}
+    run_scoped = lambda scope: detect_batch(  # noqa: E731
+        [parcel(1, 0)], [60.0], [False], state, LATER, SETTINGS, eu_150, scope=scope
+    )
+    run_scoped(0)
+    run_scoped(3)
+    assert {state_partition(k) for k in state} == {0, 3}
+    assert len(state) == 2 * len({k.rsplit("@", 1)[0] for k in state})
 
 
 def test_a_new_seller_keeps_a_bounded_list_and_says_at_least():
