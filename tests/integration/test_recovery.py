@@ -1,4 +1,5 @@
-"""A restarted worker still knows its links: from its disk, or else from the changelog."""
+"""A restarted worker still knows its links and its inspection quotas: from its disk, or
+else from the changelog."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import pre_loading
+from greenlane.streams.stages.lanes import load_lane_settings
+from tests.factories import item, pre_loading
 from tests.integration.test_worker import DECISIONS, arrival, risky_pre_loading, waybills
 
 pytestmark = pytest.mark.integration
@@ -61,3 +63,34 @@ def test_a_worker_on_a_fresh_disk_rebuilds_its_tables_from_the_changelog(harness
     )
     [decided] = [r for r in recs if r["stage"] == "PRE_ARRIVAL" and r["house_waybill"] == risky]
     assert decided["linked_placi_outcome"] == "HIGH_RISK_CARGO_SCREENING"
+
+
+def test_inspection_quotas_survive_a_restart(harness):
+    """The ceiling counts are a table: a restarted worker does not hand out the inspections
+    its partitions already used."""
+    lanes = load_lane_settings().for_destination("DE")
+    per_partition = -(-lanes.warm_up_consignments // harness.settings.topics.partitions)
+    allowance = int(lanes.inspect_ceiling * per_partition)  # per partition while warming up
+    knives = [item(description="hunting knife", hs_code="821191")]
+    first = waybills(3 * allowance * harness.settings.topics.partitions)
+    harness.send("pre_arrival", [arrival(w, items=knives) for w in first])
+
+    def lanes_of(wbs):
+        mine = set(wbs)
+        recs = harness.read(
+            DECISIONS, lambda rs: sum(r["house_waybill"] in mine for r in rs) >= len(mine)
+        )
+        return {r["house_waybill"]: r["route"] for r in recs if r["house_waybill"] in mine}
+
+    before = lanes_of(first)
+    kept = sum(route == "INSPECT" for route in before.values())
+    assert 0 < kept <= allowance * harness.settings.topics.partitions
+    assert set(before.values()) == {"INSPECT", "HOLD"}  # the rest downgraded to a check
+
+    harness.stop_worker()
+    harness.start_worker()
+    later = waybills(20)
+    harness.send("pre_arrival", [arrival(w, items=knives) for w in later])
+    after = lanes_of(later)
+    # every partition used its allowance before the restart: nothing new is inspected
+    assert set(after.values()) == {"HOLD"}
