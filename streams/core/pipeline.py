@@ -398,7 +398,7 @@ class Assessor:
         if reassess:
             self._reassess(out, reassess, links, now_ms, lanes)
         if stage == PRE_ARRIVAL and patterns is not None:
-            self._observe(out, usable, facts, messages)
+            self._observe(out, usable, facts, decisions, messages)
         return out
 
     def _observe(
@@ -406,20 +406,22 @@ class Assessor:
         out: BatchOutcome,
         usable: list[tuple[int, dict, quality.QualityReport]],
         facts: list[FilingFacts],
+        decisions: list[dict],
         messages: Sequence[InboundMessage],
     ) -> None:
-        """Re-key each declaration by seller for the seller-keyed patterns (core.entities)."""
+        """Re-key each declaration by seller for the seller-keyed patterns (core.entities);
+        ``decisions``: the declarations' first decisions, whose ids name the observations."""
         cfg = self.pattern_settings
         if not any(getattr(cfg, name).enabled for name in ENTITY_PATTERNS):
             return
-        for (pos, record, _), fact in zip(usable, facts, strict=True):
+        for (pos, record, _), fact, decision in zip(usable, facts, decisions, strict=True):
             msg = messages[pos]
             obs = observe(
                 record, fact.total_value, self.de_minimis(record["destination_country"]), cfg
             )
             obs["filing_time"] = min(obs["filing_time"], msg.timestamp_ms or obs["filing_time"])
             obs.update(
-                observation_id=decision_id(PRE_ARRIVAL, msg.value or b""),
+                observation_id=decision["decision_id"],
                 filing_partition=msg.partition,
                 received_at=msg.timestamp_ms,
             )

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from greenlane.streams.core.entities import FINDING, OBSERVATION
 from greenlane.streams.devtools.bench_core import core_costs
 from greenlane.streams.devtools.launcher import WorkerProcess
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
@@ -69,14 +70,11 @@ def _end_offsets(s: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
         c.close()
 
 
-INTERNAL_ROLES = ("pattern_observation", "pattern_finding")
-
-
 def wait_settled(s: Settings, group: str, timeout: float) -> float:
     """Seconds until the worker group has committed every record of the internal topics
     (seller-keyed patterns and their amendments: work left after the last first decision)."""
-    topics = [s.topics.name(role) for role in INTERNAL_ROLES]
-    c = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": group})
+    topics = [s.topics.name(role) for role in (OBSERVATION, FINDING)]
+    c = _consumer(s, group)  # reads the group's committed offsets, never commits
     started = time.monotonic()
     try:
         while time.monotonic() - started < timeout:

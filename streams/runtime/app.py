@@ -28,7 +28,7 @@ import faust
 
 from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
-from greenlane.streams.core.entities import PatternStage
+from greenlane.streams.core.entities import FINDING, OBSERVATION, PatternStage
 from greenlane.streams.core.outcomes import dead_letter_record, run_isolated
 from greenlane.streams.core.pipeline import Assessor
 from greenlane.streams.core.retention import forget_stale
@@ -205,8 +205,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         for stage, role in STAGE_TOPIC_ROLE.items()
     }
     internal = {
-        role: WireDecoder(load_schema(schema_path(role)), fetch)
-        for role in ("pattern_observation", "pattern_finding")
+        role: WireDecoder(load_schema(schema_path(role)), fetch) for role in (OBSERVATION, FINDING)
     }
 
     def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
@@ -224,9 +223,9 @@ def create_app(s: Settings | None = None) -> faust.App:
         lanes=LaneAllocator(load_lane_settings(), s.topics.partitions),
         scorer=scorer,
         partitions=s.topics.partitions,
-        finding_decoder=internal["pattern_finding"],
+        finding_decoder=internal[FINDING],
     )
-    sellers = PatternStage(assessor.pattern_settings, internal["pattern_observation"])
+    sellers = PatternStage(assessor.pattern_settings, internal[OBSERVATION])
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
@@ -405,16 +404,16 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     # the seller-keyed patterns (core.entities) and the amendments their findings make
     batch_agent(
-        "pattern_observation",
+        OBSERVATION,
         "patterns by-seller",
-        "pattern_observation",
+        OBSERVATION,
         (patterns, replays),
         isolated(sellers.assess),
     )
     batch_agent(
-        "pattern_finding",
+        FINDING,
         "patterns amend",
-        "pattern_finding",
+        FINDING,
         (links, replays),
         isolated(assessor.amend),
     )
