@@ -11,7 +11,12 @@ import hashlib
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import replace
 
-from greenlane.streams.domain.batch import BatchOutcome, Forward, InboundMessage
+from greenlane.streams.domain.batch import (
+    BatchOutcome,
+    Forward,
+    InboundMessage,
+    ServiceUnavailable,
+)
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.stages.routing import carrier_response, rejection_response
 
@@ -39,7 +44,8 @@ def dead_letter_record(
     record: dict | None,
     now_ms: int,
 ) -> dict:
-    """A message set aside whole, with why: a DeadLetter record (schemas/dead_letter.avsc)."""
+    """A message set aside whole, with why: a DeadLetter record (schemas/dead_letter.avsc).
+    The publisher cuts an original too large to republish to a prefix; size and digest stay."""
     return {
         "dead_letter_id": digest(
             msg.topic.encode(),
@@ -58,6 +64,10 @@ def dead_letter_record(
         "message_id": (record or {}).get("message_id") or None,
         "original_key": msg.key,
         "original_value": msg.value,
+        "original_value_bytes": len(msg.value or b""),
+        "original_value_sha256": hashlib.sha256(msg.value).hexdigest()
+        if msg.value is not None
+        else None,
         "dead_lettered_at": now_ms,
     }
 
@@ -169,16 +179,21 @@ def run_isolated(
     The batch is tried on throw-away overlays of ``tables``; if it raises, it is redone
     message by message, each on its own overlays, and only the messages that succeed change
     the tables. ``stage``: the filing stage whose carriers are answered (None: internal).
+    ``ServiceUnavailable`` is no message's fault: it is raised, for the batch to wait.
     """
     try:
         trial = [Overlay(t) if t is not None else None for t in tables]
         out = run(messages, trial)
+    except ServiceUnavailable:
+        raise
     except Exception:
         out = BatchOutcome()
         for i, msg in enumerate(messages):
             trial = [Overlay(t) if t is not None else None for t in tables]
             try:
                 one = run([msg], trial)
+            except ServiceUnavailable:
+                raise
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"[:500]
                 dead_letter(out, stage, msg, ASSESSMENT_FAILED, why, None, None, now_ms)

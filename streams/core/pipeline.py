@@ -10,8 +10,10 @@ the runtime commits what the overlay collected, once the batch is done.
 from __future__ import annotations
 
 import gc
+import json
 import re
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import replace
 from functools import partial
 
 from greenlane.models.feedback import summaries_from_decisions
@@ -33,8 +35,20 @@ from greenlane.streams.domain.batch import (
     InboundMessage,
 )
 from greenlane.streams.domain.money import convert
-from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING, SEVERITY
+from greenlane.streams.domain.vocabulary import (
+    PRE_ARRIVAL,
+    PRE_LOADING,
+    SEVERITY,
+    STAGE_TOPIC_ROLE,
+)
+from greenlane.streams.settings import schema_path
 from greenlane.streams.stages import quality
+from greenlane.streams.stages.bounds import (
+    OUT_OF_BOUNDS,
+    OVERSIZED,
+    compile_checker,
+    message_problem,
+)
 from greenlane.streams.stages.enrichment import filing_facts
 from greenlane.streams.stages.lanes import LaneAllocator, apply_change, load_lane_settings
 from greenlane.streams.stages.patterns import (
@@ -148,6 +162,16 @@ class Assessor:
         self._de_minimis_cache: dict[str, float | None] = {}
         self.partitions = partitions
         self.finding_decoder = finding_decoder
+        self._bounds_checks: dict[str, Callable[[dict, int], str | None]] = {}
+
+    def _bounds_check(self, stage: str) -> Callable[[dict, int], str | None]:
+        """The stage's bounds checker (stages.bounds), compiled once from its schema."""
+        check = self._bounds_checks.get(stage)
+        if check is None:
+            schema = json.loads(schema_path(STAGE_TOPIC_ROLE[stage]).read_text())
+            check = compile_checker(schema, self.quality_rules.bounds)
+            self._bounds_checks[stage] = check
+        return check
 
     def de_minimis(self, destination: str) -> float | None:
         """The value under which splitting a consignment pays, in the reference currency.
@@ -266,10 +290,25 @@ class Assessor:
             ids = [decision_id(stage, m.value or b"") for m in messages]
             return replay_logged(ids, messages, replay_log, now_ms, fresh)
         out = BatchOutcome()
-        decoded = self.decoders[stage].decode_batch([m.value for m in messages])
+        bounds = self.quality_rules.bounds
+        sized = []  # positions small enough to decode
+        for i, m in enumerate(messages):
+            why = message_problem(m.key, m.value, bounds)
+            if why is None:
+                sized.append(i)
+            else:  # answered under the key's first bytes (the source topic has the rest)
+                cut = replace(m, key=m.key[: bounds.max_key_bytes] if m.key else m.key)
+                dead_letter(out, stage, cut, OVERSIZED, why, None, None, now_ms)
+        decoded = self.decoders[stage].decode_batch([messages[i].value for i in sized])
+        within = self._bounds_check(stage)
         records: list[dict] = []
         positions: list[int] = []
-        for i, item in enumerate(decoded):
+        for i, item in zip(sized, decoded, strict=True):
+            if not isinstance(item, DecodeFailure):
+                why = within(item, now_ms)
+                if why is not None:
+                    dead_letter(out, stage, messages[i], OUT_OF_BOUNDS, why, None, item, now_ms)
+                    continue
             if isinstance(item, DecodeFailure):
                 dead_letter(
                     out,

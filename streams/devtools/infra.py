@@ -761,6 +761,23 @@ def down(
     return stopped
 
 
+def kill(settings: Settings, name: str) -> int | None:
+    """SIGKILL our local service ``name`` (``kafka``, ``registry``), as a crash or outage
+    would: for the tests of outages. Returns its pid, or None when it is not ours to kill
+    (not running from here, or external). ``up`` starts it again."""
+    svc = _services(settings)[name]
+    if svc.external:
+        return None
+    layout = Layout.of(settings)
+    pid = _our_pid(name, layout)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    _wait_exit(pid, STOP_GRACE_SECONDS)
+    layout.pid_file(name).unlink(missing_ok=True)
+    return pid
+
+
 def status(settings: Settings) -> dict[str, str]:
     """One line per service, e.g. {"kafka": "ready at 127.0.0.1:9092 (pid 4242)"}."""
     layout = Layout.of(settings)

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 
+class ServiceUnavailable(Exception):
+    """A service the whole batch depends on (the schema registry) did not answer: not the
+    message's fault, so the batch is tried again later instead of being dead-lettered."""
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeFailure:
     """Why a message could not be decoded; becomes a dead letter."""

@@ -31,3 +31,6 @@ SEVERITY = {
     "HIGH_RISK_CARGO_SCREENING": 2,
     "DO_NOT_LOAD": 3,
 }
+
+# The topic role (settings [topics], schemas) that carries each filing stage.
+STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}

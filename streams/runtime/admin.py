@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from greenlane.streams.domain.batch import ServiceUnavailable
 from greenlane.streams.runtime.serde import SchemaFetcher
 from greenlane.streams.settings import TOPIC_SCHEMAS, Settings, schema_path
 from greenlane.streams.stages.targeting import load_agencies
@@ -105,7 +106,13 @@ def schema_fetcher(client: SchemaRegistryClient) -> SchemaFetcher:
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return None
+            if exc.http_status_code >= 500 or exc.http_status_code < 0:
+                raise ServiceUnavailable(f"schema registry: {exc}") from exc
             raise
+        except Exception as exc:  # no answer at all: refused, reset, timed out
+            raise ServiceUnavailable(
+                f"schema registry unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
 
     return fetch
 

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,17 @@ from greenlane.streams.core.entities import FINDING, OBSERVATION, PatternStage
 from greenlane.streams.core.outcomes import dead_letter_record, run_isolated
 from greenlane.streams.core.pipeline import Assessor
 from greenlane.streams.core.retention import forget_stale
-from greenlane.streams.domain.batch import BatchOutcome, InboundMessage
+from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
-from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, STAGE_TOPIC_ROLE
 from greenlane.streams.runtime import admin, metrics
 from greenlane.streams.runtime.checkpoint import Checkpoint
+from greenlane.streams.runtime.health import (
+    AgentProgress,
+    Health,
+    consumer_lag,
+    forget_positions,
+)
 from greenlane.streams.runtime.publisher import Publisher
 from greenlane.streams.runtime.serde import WireDecoder, load_schema
 from greenlane.streams.runtime.state import (
@@ -47,13 +53,18 @@ from greenlane.streams.runtime.state import (
 )
 from greenlane.streams.settings import Settings, schema_path, settings
 from greenlane.streams.stages import quality
+from greenlane.streams.stages.bounds import (
+    OUT_OF_BOUNDS,
+    OVERSIZED,
+    compile_checker,
+    message_problem,
+)
 from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
 from greenlane.streams.stages.patterns import expire_state, state_partition
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 
 log = logging.getLogger("greenlane.worker")
 
-STAGE_TOPIC_ROLE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
 LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
 SUMMARY_TABLE = "decision_summaries"
@@ -64,22 +75,74 @@ DRIFT_EXPORT_SECONDS = 15.0
 RETENTION_SWEEP_SECONDS = 600.0
 TABLE_SIZE_SECONDS = 10.0
 SWEEP_CHUNK = 2000
-CRASH_EXIT_SECONDS = 15.0
+HEALTH_BEAT_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 0.5
+OUTCOMES_AGENT = "inspection outcomes"
 DAY_MS = 86_400_000
 
 
-def arm_exit_watchdog(seconds: float) -> threading.Timer:
-    """Exit the process with code 1 after ``seconds`` unless it has ended by then."""
+def arm_exit_watchdog(seconds: float, code: int = 1, after: str = "a crash") -> threading.Timer:
+    """Exit the process with ``code`` after ``seconds`` unless it has ended by then."""
 
     def exit_now() -> None:
-        log.critical("the worker did not stop within %.0f s of a crash; exiting", seconds)
+        log.critical("the worker did not stop within %.0f s of %s; exiting", seconds, after)
         logging.shutdown()
-        os._exit(1)
+        os._exit(code)
 
     timer = threading.Timer(seconds, exit_now)
     timer.daemon = True
     timer.start()
     return timer
+
+
+def watch_for_stop(app: Any, seconds: float, poll: float = 0.5) -> threading.Thread:
+    """Once the app stops (SIGTERM) or crashes, bound how long its shutdown may take.
+
+    Faust's shutdown waits, without a time limit, for events still unacknowledged, which a
+    batch the broker never confirmed stays: past ``seconds`` the process exits anyway (code 0
+    after a stop, 1 after a crash). Nothing unconfirmed was acknowledged, so it is read again.
+    """
+
+    def watch() -> None:
+        while not app.should_stop:
+            time.sleep(poll)
+        crashed = bool(app.crashed)
+        arm_exit_watchdog(seconds, 1 if crashed else 0, "a crash" if crashed else "the stop")
+
+    thread = threading.Thread(target=watch, name="greenlane-stop-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+async def retrying(
+    name: str,
+    attempt: Callable[[], Awaitable[None]],
+    give_up: Callable[[], bool],
+    max_pause: float,
+    progress: AgentProgress | None = None,
+) -> None:
+    """``attempt`` until it succeeds, pausing (doubling up to ``max_pause``) after each
+    failure, with a log line and a metric: a batch that could not be finished (the registry
+    away, a defect) is tried again, never skipped. Raises once ``give_up()`` says so."""
+    pause = FIRST_RETRY_SECONDS
+    while True:
+        try:
+            await attempt()
+            if progress is not None:
+                progress.waiting_for = None
+            return
+        except Exception as exc:
+            if give_up():
+                raise
+            metrics.BATCH_RETRIES.labels(name, type(exc).__name__).inc()
+            if isinstance(exc, ServiceUnavailable):
+                if progress is not None:
+                    progress.waiting_for = str(exc)
+                log.warning("%s: %s; trying the batch again in %.1f s", name, exc, pause)
+            else:
+                log.exception("%s: batch failed; trying it again in %.1f s", name, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, max_pause)
 
 
 def inbound(events: Sequence) -> list[InboundMessage]:
@@ -301,29 +364,110 @@ def create_app(s: Settings | None = None) -> faust.App:
         if scorer.monitor is not None and scorer.monitor.rows:
             metrics.export_drift(scorer.monitor)
 
+    health = Health(s.worker.stall_seconds)
+    agent_topics: set[str] = set()  # filled as the agents are declared
+
+    @app.timer(HEALTH_BEAT_SECONDS)
+    async def beat() -> None:
+        """The loop's heartbeat for /live, with each agent topic's lag."""
+        if publisher.fatal is not None:
+            await crash(RuntimeError(f"producer: {publisher.fatal}"))
+            return
+        lag = consumer_lag(app.consumer, agent_topics, health.agents)
+        for topic, waiting in lag.items():
+            metrics.CONSUMER_LAG.labels(topic).set(waiting)
+        ready, _ = worker_ready(app)
+        health.beat(lag, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        forget_positions(health.agents)
+
     @app.task
     async def serve_metrics() -> None:
-        metrics.serve(s.worker.metrics_host, s.worker.metrics_port, lambda: worker_ready(app))
+        watch_for_stop(app, s.worker.stop_timeout_seconds)
+        metrics.serve(
+            s.worker.metrics_host,
+            s.worker.metrics_port,
+            lambda: worker_ready(app),
+            health.live,
+        )
         log.info(
             "greenlane worker started; metrics on http://%s:%s/metrics, readiness on /ready",
             s.worker.metrics_host,
             s.worker.metrics_port,
         )
 
-    async def stop_worker(exc: Exception) -> None:
-        """A batch could not be handled: stop the worker rather than let Faust's supervisor
-        restart the agent past the unacknowledged batch (re-read only after a restart, while
-        later batches would be acknowledged around it)."""
-        log.exception("agent failed; stopping the worker so its batch is re-read", exc_info=exc)
-        await crash(exc)
+    halted: set[str] = set()  # agents that failed: never to process (or acknowledge) again
 
     async def crash(exc: BaseException) -> None:
-        """Stop the worker on a failed batch. Faust's shutdown waits, without a time limit,
-        for events still unacknowledged, which a failed batch's are by design: if it has not
-        ended in CRASH_EXIT_SECONDS the process exits anyway (code 1), so the group gives
-        its partitions to a live worker and a supervisor restarts it."""
-        arm_exit_watchdog(CRASH_EXIT_SECONDS)
+        """Stop the worker on a failure that retrying cannot mend (the watch_for_stop thread
+        bounds the shutdown), so the group gives its partitions to a live worker and a
+        supervisor restarts it."""
         await app.crash(exc)
+
+    def run_agent(
+        name: str,
+        topic: Any,
+        handle: Callable[[Sequence, Checkpoint], Awaitable[None]],
+        within: float,
+    ) -> Callable[[Any], Awaitable[None]]:
+        """The body of every agent: micro-batches through ``handle``, each retried until it is
+        done; an agent that fails anyway halts (Faust's supervisor would start it again on the
+        same stream, past the batch it failed on) and stops the worker."""
+        topic_name = topic.get_topic_name()
+        agent_topics.add(topic_name)
+
+        async def agent(stream):
+            if name in halted:  # restarted by the supervisor after a failure: do nothing
+                log.error("%s: not restarted after its failure; the worker is stopping", name)
+                await asyncio.Event().wait()
+            progress = health.agent(name, topic_name)
+            checkpoint = Checkpoint(stream.ack, crash, name)
+
+            def give_up() -> bool:
+                return app.should_stop or checkpoint.failed is not None
+
+            try:
+                async for events in stream.noack_take(s.worker.batch_max, within=within):
+                    progress.taken_since = health.clock()
+                    await retrying(
+                        name,
+                        partial(handle, events, checkpoint),
+                        give_up,
+                        s.worker.publish_retry_max_seconds,
+                        progress,
+                    )
+                    progress.taken_since = None
+            except asyncio.CancelledError:
+                progress.ended = "cancelled"
+                raise
+            except BaseException as exc:
+                halted.add(name)
+                progress.ended = f"{type(exc).__name__}: {exc}"
+                metrics.AGENT_FAILURES.labels(name).inc()
+                log.exception("%s failed; stopping the worker so its batch is read again", name)
+                await crash(exc)
+                raise
+            progress.ended = "its stream ended"
+
+        return agent
+
+    def done(
+        progress_name: str, messages: list[InboundMessage], metered: Callable[[], None]
+    ) -> Callable[[], None]:
+        """What to do once a batch is confirmed: its metrics, and progress for /live."""
+        highest: dict[int, int] = {}
+        for m in messages:
+            if m.offset > highest.get(m.partition, -1):
+                highest[m.partition] = m.offset
+        progress = health.agents[progress_name]
+
+        def then() -> None:
+            metered()
+            progress.progressed(health.clock(), highest)
+
+        return then
 
     def batch_agent(
         role: str,
@@ -337,17 +481,6 @@ def create_app(s: Settings | None = None) -> faust.App:
         topic = app.topic(s.topics.name(role), key_serializer="raw", value_serializer="raw")
         consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
 
-        async def agent(stream):
-            checkpoint = Checkpoint(stream.ack, crash, name)
-            async for events in stream.noack_take(
-                s.worker.batch_max, within=s.worker.batch_within_seconds
-            ):
-                try:
-                    await handle(events, checkpoint)
-                except Exception as exc:
-                    await stop_worker(exc)
-                    raise
-
         async def handle(events: Sequence, checkpoint: Checkpoint) -> None:
             started = time.perf_counter()
             messages = inbound(events)
@@ -359,9 +492,10 @@ def create_app(s: Settings | None = None) -> faust.App:
                 state.commit(view, batch)
             batch.outcome(outcome)
             confirmed = await batch.send()
-            then = partial(record_metrics, label, outcome, started, messages, consumed)
-            await checkpoint.after(events, confirmed, then)
+            metered = partial(record_metrics, label, outcome, started, messages, consumed)
+            await checkpoint.after(events, confirmed, done(name, messages, metered))
 
+        agent = run_agent(name, topic, handle, s.worker.batch_within_seconds)
         agent.__name__ = name.replace(" ", "_").replace("-", "_")
         app.agent(topic, name=f"greenlane.{name.replace(' ', '.')}")(agent)
 
@@ -421,33 +555,37 @@ def create_app(s: Settings | None = None) -> faust.App:
     outcomes_topic = app.topic(
         s.topics.name("inspection_outcome"), key_serializer="raw", value_serializer="raw"
     )
-    outcome_decoder = WireDecoder(load_schema(schema_path("inspection_outcome")), fetch)
+    outcome_schema = load_schema(schema_path("inspection_outcome"))
+    outcome_decoder = WireDecoder(outcome_schema, fetch)
+    bounds = assessor.quality_rules.bounds
+    outcome_within = compile_checker(outcome_schema, bounds)
     history = LabelledHistory()
 
-    @app.agent(outcomes_topic, name="greenlane.feedback.outcomes")
-    async def join_inspection_outcomes(stream):
-        """Officers' findings joined to their decisions: the model's labelled history."""
-        checkpoint = Checkpoint(stream.ack, crash, "inspection outcomes")
-        consumed = metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name())
-        async for events in stream.noack_take(s.worker.batch_max, within=1.0):
-            try:
-                await join(events, checkpoint, consumed)
-            except Exception as exc:
-                await stop_worker(exc)
-                raise
+    outcomes_consumed = metrics.MESSAGES_CONSUMED.labels(outcomes_topic.get_topic_name())
 
-    async def join(events: Sequence, checkpoint: Checkpoint, consumed: Any) -> None:
+    async def join(events: Sequence, checkpoint: Checkpoint) -> None:
+        """Officers' findings joined to their decisions: the model's labelled history."""
+        consumed = outcomes_consumed
         loop = asyncio.get_running_loop()
         messages = inbound(events)
         now_ms = int(time.time() * 1000)
-        decoded = outcome_decoder.decode_batch([m.value for m in messages])
         outcomes, dead, source = [], [], {}
-        for msg, item in zip(messages, decoded, strict=True):
-            if isinstance(item, dict):
+        sized = []
+        for msg in messages:  # the same hard bounds as a filing's (quality.toml [bounds])
+            why = message_problem(msg.key, msg.value, bounds)
+            if why is None:
+                sized.append(msg)
+            else:
+                dead.append(outcome_dead_letter(msg, OVERSIZED, why, now_ms))
+        decoded = outcome_decoder.decode_batch([m.value for m in sized])
+        for msg, item in zip(sized, decoded, strict=True):
+            if not isinstance(item, dict):
+                dead.append(outcome_dead_letter(msg, item.error_code, item.message, now_ms))
+            elif (why := outcome_within(item, now_ms)) is not None:
+                dead.append(outcome_dead_letter(msg, OUT_OF_BOUNDS, why, now_ms))
+            else:
                 outcomes.append(item)
                 source[id(item)] = msg
-            else:
-                dead.append(outcome_dead_letter(msg, item.error_code, item.message, now_ms))
         rows, unmatched = join_outcomes(outcomes, summaries.view(), assessor.rates)
         for u in unmatched:
             msg = source[id(u["outcome"])]
@@ -457,7 +595,10 @@ def create_app(s: Settings | None = None) -> faust.App:
         batch = publisher.begin()
         batch.outcome(BatchOutcome(dead_letters=dead))
         confirmed = await batch.send()
-        then = partial(record_outcome_metrics, consumed, len(events), len(rows), dead)
-        await checkpoint.after(events, confirmed, then)
+        metered = partial(record_outcome_metrics, consumed, len(events), len(rows), dead)
+        await checkpoint.after(events, confirmed, done(OUTCOMES_AGENT, messages, metered))
 
+    app.agent(outcomes_topic, name="greenlane.feedback.outcomes")(
+        run_agent(OUTCOMES_AGENT, outcomes_topic, join, 1.0)
+    )
     return app

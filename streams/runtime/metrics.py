@@ -79,6 +79,54 @@ PATTERN_FINDINGS = Counter(
 )
 
 
+PRODUCER_ERRORS = Counter(
+    "greenlane_producer_errors",
+    "Client-level errors of the worker's producer (broker down or unreachable, fatal), by name.",
+    ["error"],
+)
+PUBLISH_WAITS = Counter(
+    "greenlane_publish_waits",
+    "Times a batch had waited another notice period for the broker to confirm it (each one a "
+    "log line); rising while the broker is away.",
+)
+PUBLISH_RETRIES = Counter(
+    "greenlane_publish_retries",
+    "Records the broker refused and the worker produced again, by step (changelog, outputs).",
+    ["step"],
+)
+UNPUBLISHABLE_OUTPUTS = Counter(
+    "greenlane_unpublishable_outputs",
+    "Outputs too large or not encodable, dead-lettered (OUTPUT_UNPUBLISHABLE) instead.",
+)
+BATCH_RETRIES = Counter(
+    "greenlane_batch_retries",
+    "Batches an agent could not finish (a dependency unavailable, an unforeseen error) and "
+    "tried again after a pause, by agent and error type; nothing is acknowledged meanwhile.",
+    ["agent", "error"],
+)
+AGENT_FAILURES = Counter(
+    "greenlane_agent_failures",
+    "Agents that stopped on an error (the worker then halts its processing and exits so the "
+    "batch is read again); should stay 0.",
+    ["agent"],
+)
+WORKER_LIVE = Gauge(
+    "greenlane_worker_live",
+    "1 while every agent is running and none has stalled with messages waiting; 0 otherwise "
+    "(what /live answers).",
+)
+CONSUMER_LAG = Gauge(
+    "greenlane_consumer_lag",
+    "Messages waiting on this worker's partitions of a topic (high watermark minus the next "
+    "offset to acknowledge).",
+    ["topic"],
+)
+UNCONFIRMED_BATCHES = Gauge(
+    "greenlane_unconfirmed_batches",
+    "Batches published and not yet confirmed by the broker.",
+)
+
+
 PROFILE_RELOADS = Counter(
     "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
 )
@@ -126,9 +174,13 @@ def export_drift(monitor) -> None:
 Readiness = Callable[[], tuple[bool, str]]
 
 
-def serve(host: str, port: int, ready: Readiness | None = None) -> ThreadingHTTPServer | None:
-    """Serve /metrics, /ready (200 only when ``ready`` says so, else 503 with the reason) and
-    /live on a daemon thread; port 0 leaves the endpoint off."""
+def serve(
+    host: str, port: int, ready: Readiness | None = None, live: Readiness | None = None
+) -> ThreadingHTTPServer | None:
+    """Serve /metrics, /ready and /live on a daemon thread (each probe: 200 when its callable
+    says so, else 503 with the reason); port 0 leaves the endpoint off."""
+    if live is not None:
+        WORKER_LIVE.set_function(lambda: 1.0 if live()[0] else 0.0)
     if not port:
         return None
 
@@ -141,7 +193,8 @@ def serve(host: str, port: int, ready: Readiness | None = None) -> ThreadingHTTP
                 ok, why = ready() if ready is not None else (True, "ready")
                 self._reply(200 if ok else 503, f"{why}\n".encode())
             elif path == "/live":
-                self._reply(200, b"alive\n")
+                ok, why = live() if live is not None else (True, "alive")
+                self._reply(200 if ok else 503, f"{why}\n".encode())
             else:
                 self._reply(404, b"try /metrics, /ready or /live\n")
 

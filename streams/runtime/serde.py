@@ -19,7 +19,7 @@ from typing import Any
 import fastavro
 from fastavro import schemaless_reader, schemaless_writer
 
-from greenlane.streams.domain.batch import DecodeFailure
+from greenlane.streams.domain.batch import DecodeFailure, ServiceUnavailable
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -61,7 +61,8 @@ def peek_schema_id(value: bytes | None) -> int | None:
 
 
 SchemaFetcher = Callable[[int], str | None]
-"""Returns the writer schema text for a registry schema id, or None when the id is unknown."""
+"""Returns the writer schema text for a registry schema id, or None when the id is unknown;
+raises ServiceUnavailable when the registry cannot be reached."""
 
 
 class WireDecoder:
@@ -103,7 +104,9 @@ class WireDecoder:
     def _resolve(self, schema_id: int) -> tuple[Any, Any] | DecodeFailure:
         try:
             text = self._fetch(schema_id)
-        except Exception as exc:  # registry down or answering nonsense: say so, do not crash
+        except ServiceUnavailable:  # registry down: the batch waits, nothing is dead-lettered
+            raise
+        except Exception as exc:  # registry answering nonsense for this id: say so
             return DecodeFailure(
                 UNKNOWN_SCHEMA_ID, f"schema id {schema_id}: lookup failed: {exc}", schema_id
             )

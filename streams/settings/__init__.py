@@ -87,6 +87,11 @@ class Worker:
     table_store: str
     rocksdb_block_cache_mb: int
     rocksdb_write_buffer_mb: int
+    max_output_bytes: int
+    dead_letter_keep_bytes: int
+    publish_retry_max_seconds: float
+    stop_timeout_seconds: float
+    stall_seconds: float
 
     @property
     def targeting_path(self) -> Path | None:
@@ -217,6 +222,14 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         )
     if worker.rocksdb_block_cache_mb < 1 or worker.rocksdb_write_buffer_mb < 1:
         raise ConfigError(f"{where}: [worker] rocksdb_*_mb must be >= 1")
+    if not 1024 <= worker.dead_letter_keep_bytes <= worker.max_output_bytes // 2:
+        raise ConfigError(
+            f"{where}: [worker] dead_letter_keep_bytes must be between 1024 and half of "
+            f"max_output_bytes ({worker.max_output_bytes // 2})"
+        )
+    for key in ("publish_retry_max_seconds", "stop_timeout_seconds", "stall_seconds"):
+        if getattr(worker, key) <= 0:
+            raise ConfigError(f"{where}: [worker] {key} must be > 0")
     if worker.batch_max < 1 or worker.batch_within_seconds <= 0:
         raise ConfigError(f"{where}: [worker] batch_max must be >= 1 and batch_within_seconds > 0")
     return Settings(

@@ -325,6 +325,11 @@ def load_pattern_settings(path: Path | None = None) -> PatternSettings:
 # --------------------------------------------------------------------------- keys
 
 
+def _exp(x: float) -> float:
+    """``math.exp`` that saturates instead of raising for a value from an extreme input."""
+    return math.exp(min(x, 700.0))
+
+
 def _digest(*parts: str) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
 
@@ -592,7 +597,7 @@ class _Batch:
             gap, hs6, item, per_kg, norm = worst
             evidence = (
                 f"HS {hs6} from {item['origin_country']}: {per_kg:.2f} per kg against a norm "
-                f"of {math.exp(norm['m']):.2f} per kg ({math.exp(gap):.1f}x below, norm of "
+                f"of {_exp(norm['m']):.2f} per kg ({_exp(gap):.1f}x below, norm of "
                 f"{norm['n']} lines)"
             )
             self.reasons[i].append(cfg.reason(evidence))

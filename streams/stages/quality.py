@@ -22,6 +22,7 @@ from typing import Any
 from greenlane.streams import reference
 from greenlane.streams.domain.money import convert
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, build_section, read_toml
+from greenlane.streams.stages.bounds import Bounds
 
 PRE_LOADING = "PRE_LOADING"
 PRE_ARRIVAL = "PRE_ARRIVAL"
@@ -96,6 +97,7 @@ class _QualityFile:
     reference_currency: str
     reference_rates: dict
     penalties: dict
+    bounds: dict
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +131,7 @@ class QualityRules:
     digest: str  # first 12 hex digits of the file's SHA-256, for the ruleset version
     vague_description: re.Pattern[str]
     vague_party_name: re.Pattern[str]
+    bounds: Bounds  # hard limits checked before any stage (stages.bounds)
 
     def penalty(self, code: str) -> float:
         return self.penalties.get(code, self.default_penalty)
@@ -265,6 +268,10 @@ def load_quality_rules(path: Path | None = None) -> QualityRules:
     _check_range("default" in penalties, f"{where}: [penalties]", "missing key 'default'")
     default_penalty = penalties.pop("default")
 
+    limits: Bounds = build_section(Bounds, raw.bounds, f"{where}: [bounds]")
+    for key, what in limits.problems():
+        raise ConfigError(f"{where}: [bounds].{key}: {what}")
+
     return QualityRules(
         vague_description_terms=descriptions,
         vague_party_names=party_names,
@@ -300,6 +307,7 @@ def load_quality_rules(path: Path | None = None) -> QualityRules:
         digest=hashlib.sha256(path.read_bytes()).hexdigest()[:12],
         vague_description=_whole_text_pattern(descriptions, raw.min_description_letters),
         vague_party_name=_whole_text_pattern(party_names, 1),
+        bounds=limits,
     )
 
 

@@ -292,6 +292,11 @@ class _FuzzyIndex:
         self.min_fuzzy_length = min_fuzzy_length
         self.owners = [owner for owner, _, _ in strings]
         self.choices = [text for _, text, _ in strings]
+        # A text this much longer than every listed string cannot reach the threshold (the
+        # ratio is at most 2*short/(short+long)): it is not compared at all, so a hostile
+        # 400 KB name costs its normalisation, not a comparison with each candidate.
+        longest = max((len(c) for c in self.choices), default=0)
+        self.max_text = int(longest * (200 / threshold - 1)) + 1 if threshold > 0 else None
         self.exact: dict[str, tuple[int, ...]] = {}
         if exact_first:
             grouped: dict[str, list[int]] = {}
@@ -311,6 +316,8 @@ class _FuzzyIndex:
         if exact:
             return tuple((owner, 100.0) for owner in exact)
         if len(text) < self.min_fuzzy_length:
+            return ()
+        if self.max_text is not None and len(text) > self.max_text:
             return ()
         candidates: set[int] = set()
         fallback: tuple[int, ...] | None = None
@@ -525,6 +532,9 @@ class _BrandIndex:
                         for variant in _deletions(phrase) | {phrase}:
                             self.deletes.setdefault(variant, set()).add(phrase)
         self.max_words = max((p.count(" ") + 1 for p in self.phrases), default=0)
+        # One deletion on either side: only words within a letter of a brand's length can
+        # match, so longer words are never expanded (their deletions cost length squared).
+        self.max_fuzzy_word = max((len(p) for p in self.phrases), default=0) + 1
 
     def find(self, text: str) -> tuple[tuple[int, str, float], ...]:
         """(brand index, the words found, similarity) for each brand named in ``text``."""
@@ -552,7 +562,12 @@ class _BrandIndex:
         return None
 
     def _fuzzy(self, word: str) -> tuple[int, float] | None:
-        if len(word) < self.min_fuzzy_length - 1 or not word.isalpha() or word in self.ordinary:
+        if (
+            len(word) < self.min_fuzzy_length - 1
+            or len(word) > self.max_fuzzy_word
+            or not word.isalpha()
+            or word in self.ordinary
+        ):
             return None
         best: tuple[int, float] | None = None
         for variant in _deletions(word) | {word}:

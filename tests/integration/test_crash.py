@@ -64,7 +64,23 @@ def outputs(harness: Harness, expected_offsets: int) -> tuple[list[dict], list[d
     def covered(records: list[dict]) -> bool:
         return len({source(r) for r in records}) >= expected_offsets
 
-    records = harness.read([*DECISIONS, "dead_letter"], covered, timeout=240)
+    try:
+        records = harness.read([*DECISIONS, "dead_letter"], covered, timeout=240)
+    except AssertionError as exc:  # say what is missing and what the worker reports
+        samples = scrape(harness.metrics_url) if harness.worker is not None else {}
+        figures = {
+            name: total(samples, name)
+            for name in (
+                "greenlane_consumer_lag",
+                "greenlane_unconfirmed_batches",
+                "greenlane_batch_retries_total",
+                "greenlane_unpublishable_outputs_total",
+                "greenlane_agent_failures_total",
+                "greenlane_worker_live",
+                "greenlane_publish_waits_total",
+            )
+        }
+        raise AssertionError(f"{exc}; worker reports {figures}") from exc
     decisions = [r for r in records if "route" in r]
     dead = [r for r in records if "error_code" in r]
     return decisions, dead

@@ -1,16 +1,15 @@
-"""A batch whose outputs the broker refuses is never acknowledged: the worker stops, and once
-the cause is fixed the filing is decided after all."""
+"""An output the broker refuses for itself (larger than its topic accepts) is not lost and does
+not stop the worker: it is dead-lettered whole, and the batch is acknowledged once every one
+of its outputs is accounted for."""
 
 from __future__ import annotations
-
-import subprocess
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
 from greenlane.streams.runtime import admin
-from tests.integration.conftest import Harness
+from tests.integration.conftest import Harness, wait_until
 from tests.integration.test_worker import DECISIONS, arrival, risky_pre_loading, waybills
 
 pytestmark = pytest.mark.integration
@@ -48,10 +47,10 @@ def committed(harness: Harness, topic: str, partition: int) -> int:
         c.close()
 
 
-def test_an_undeliverable_batch_stops_the_worker_unacknowledged_and_is_decided_later(harness):
-    [w] = waybills(1)
-    harness.send("pre_loading", [risky_pre_loading(w)])  # its pre-arrival will go to INSPECT
-    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+def test_an_output_the_broker_refuses_is_dead_lettered_and_the_worker_goes_on(harness):
+    [w, later] = waybills(2)
+    harness.send("pre_loading", [risky_pre_loading(w), risky_pre_loading(later)])
+    harness.read(DECISIONS, lambda rs: {w, later} <= {r["house_waybill"] for r in rs})
     inspect = harness.settings.topics.name("inspect")
     set_max_message_bytes(harness, inspect, "64")  # every decision is larger
     try:
@@ -61,20 +60,35 @@ def test_an_undeliverable_batch_stops_the_worker_unacknowledged_and_is_decided_l
         after = watermarks(harness, topic)
         [(partition, offset)] = [(p, before[p]) for p in after if after[p] > before[p]]
 
-        try:  # a worker that went on past the batch would never exit: the bound only ends that
-            code = harness.worker.process.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the worker went on past an undelivered batch")
-        assert code != 0
-        assert "batch failed, stopping without acknowledging it" in harness.log.read_text()
-        assert committed(harness, topic, partition) <= offset  # not acknowledged
+        def unpublishable(recs: list[dict]) -> bool:
+            return any(r["error_code"] == "OUTPUT_UNPUBLISHABLE" for r in recs)
+
+        [dead] = [
+            r
+            for r in harness.read(["dead_letter"], unpublishable)
+            if r["error_code"] == "OUTPUT_UNPUBLISHABLE"
+        ]
+        assert dead["source_topic"] == inspect
+        assert "refused by the broker" in dead["error_message"]
+        assert dead["original_key"] == w.encode()
+        assert w.encode() in dead["original_value"]  # the whole decision is kept
+        responses = harness.read(
+            ["carrier_response"],
+            lambda rs: any(r["house_waybill"] == w and r["stage"] == "PRE_ARRIVAL" for r in rs),
+        )
+        assert responses
+        wait_until(
+            lambda: committed(harness, topic, partition) > offset,
+            "the batch to be acknowledged once its outputs are accounted for",
+        )
+        assert harness.worker.process.poll() is None, "the worker goes on"
     finally:
         set_max_message_bytes(harness, inspect, None)
 
-    harness.start_worker()  # the cause is fixed: the filing is read again and decided
+    harness.send("pre_arrival", [arrival(later)])  # the limit is lifted: decisions flow again
     recs = harness.read(
         ["inspect"],
-        lambda rs: any(r["house_waybill"] == w and r["stage"] == "PRE_ARRIVAL" for r in rs),
+        lambda rs: any(r["house_waybill"] == later and r["stage"] == "PRE_ARRIVAL" for r in rs),
     )
-    [decided] = [r for r in recs if r["house_waybill"] == w and r["stage"] == "PRE_ARRIVAL"]
+    [decided] = [r for r in recs if r["house_waybill"] == later and r["stage"] == "PRE_ARRIVAL"]
     assert decided["route"] == "INSPECT"

@@ -37,12 +37,14 @@ def test_outcomes_become_labelled_history_and_strays_are_dead_lettered(harness):
         )
     }
     stray = dict(outcome(decisions[cleared], "SEIZED"), decision_id="no-such-decision")
+    rambling = dict(outcome(decisions[cleared], "SEIZED"), notes="n" * 5000)
     harness.send(
         "inspection_outcome",
         [
             outcome(decisions[seized], "SEIZED", 42.0),
             outcome(decisions[cleared], "NO_FINDINGS"),
             stray,
+            rambling,
         ],
     )
 
@@ -55,9 +57,12 @@ def test_outcomes_become_labelled_history_and_strays_are_dead_lettered(harness):
     assert rows[cleared]["fraud"] == 0
     assert rows[seized]["decision_id"] == decisions[seized]["decision_id"]
     assert rows[seized]["random_pick"] is False and rows[seized]["hs_code"] == "610910"
-    dead = harness.read(
-        ["dead_letter"], lambda rs: any(r["error_code"].startswith("OUTCOME_") for r in rs)
-    )
-    assert {r["error_code"] for r in dead if r["error_code"].startswith("OUTCOME_")} == {
-        "OUTCOME_UNKNOWN_DECISION"
-    }
+    outcome_topic = harness.settings.topics.name("inspection_outcome")
+
+    def both(rs: list[dict]) -> bool:
+        return len([r for r in rs if r["source_topic"] == outcome_topic]) >= 2
+
+    dead = [r for r in harness.read(["dead_letter"], both) if r["source_topic"] == outcome_topic]
+    assert sorted(r["error_code"] for r in dead) == ["OUTCOME_UNKNOWN_DECISION", "OUT_OF_BOUNDS"]
+    [bounded] = [r for r in dead if r["error_code"] == "OUT_OF_BOUNDS"]
+    assert bounded["error_message"].startswith("notes: 5,000 characters")

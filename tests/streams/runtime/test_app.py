@@ -16,3 +16,62 @@ def test_a_worker_whose_shutdown_hangs_after_a_crash_exits_anyway():
     )
     assert hung.returncode == 1
     assert "did not stop within" in hung.stderr
+
+
+def test_a_worker_whose_shutdown_hangs_after_a_stop_exits_cleanly_in_bounded_time():
+    script = (
+        "import time, types\n"
+        "from greenlane.streams.runtime.app import watch_for_stop\n"
+        "app = types.SimpleNamespace(should_stop=False, crashed=False)\n"
+        "watch_for_stop(app, 0.3, poll=0.05)\n"
+        "app.should_stop = True  # SIGTERM: and then the shutdown hangs\n"
+        "time.sleep(30)\n"
+    )
+    hung = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=25
+    )
+    assert hung.returncode == 0
+    assert "did not stop within 0 s of the stop" in hung.stderr
+
+
+def test_a_batch_that_fails_is_tried_again_until_it_succeeds(monkeypatch):
+    import asyncio
+
+    from greenlane.streams.domain.batch import ServiceUnavailable
+    from greenlane.streams.runtime import app, metrics
+    from greenlane.streams.runtime.health import AgentProgress
+
+    monkeypatch.setattr(app, "FIRST_RETRY_SECONDS", 0.001)
+    failures = [ServiceUnavailable("registry away"), ValueError("defect"), None]
+    tries = []
+    progress = AgentProgress("agent-x", "t")
+    seen_waiting = []
+
+    async def attempt():
+        tries.append(1)
+        seen_waiting.append(progress.waiting_for)
+        exc = failures.pop(0)
+        if exc is not None:
+            raise exc
+
+    before = metrics.BATCH_RETRIES.labels("agent-x", "ServiceUnavailable")._value.get()
+    asyncio.run(app.retrying("agent-x", attempt, lambda: False, 0.01, progress))
+    assert len(tries) == 3
+    assert seen_waiting == [None, "registry away", "registry away"]
+    assert progress.waiting_for is None
+    after = metrics.BATCH_RETRIES.labels("agent-x", "ServiceUnavailable")._value.get()
+    assert after == before + 1
+
+
+def test_retrying_stops_when_the_worker_stops():
+    import asyncio
+
+    import pytest
+
+    from greenlane.streams.runtime import app
+
+    async def attempt():
+        raise ValueError("defect")
+
+    with pytest.raises(ValueError):
+        asyncio.run(app.retrying("agent-y", attempt, lambda: True, 0.01))

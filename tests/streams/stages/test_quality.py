@@ -498,6 +498,10 @@ OUT_OF_RANGE_OR_MISSING = [
     ({r"^EUR = .*$": "EUR = 0"}, "[reference_rates].EUR"),
     ({r"^default = .*\n": ""}, "default"),
     ({r"^max_hs_digits = .*\n": ""}, "max_hs_digits"),
+    ({r"^max_text_chars = .*$": "max_text_chars = 0"}, "[bounds].max_text_chars"),
+    ({r"^min_nonzero_amount = .*$": "min_nonzero_amount = 0"}, "[bounds].min_nonzero_amount"),
+    ({r"^max_ahead_days = .*$": 'max_ahead_days = "soon"'}, "[bounds].max_ahead_days"),
+    ({r"^max_list_items = .*\n": ""}, "max_list_items"),
 ]
 
 
