@@ -77,6 +77,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     from greenlane.streams.core.pipeline import tune_gc
     from greenlane.streams.runtime.app import create_app
+    from greenlane.streams.runtime.logs import quiet_repeats
 
     if args.uvloop:
         import asyncio
@@ -95,6 +96,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         s = replace(s, worker=replace(s.worker, metrics_port=args.metrics_port))
     app = create_app(s)
+    quiet_repeats()  # a broker that is away: one line per kind every 30 s, with a count
     worker = faust.Worker(app, loglevel=args.loglevel, quiet=args.quiet)
     # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every record;
     # every debug call in aiokafka and Faust then builds a LogRecord: ~10% of the worker's CPU.
