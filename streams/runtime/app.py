@@ -423,7 +423,7 @@ def create_app(s: Settings | None = None) -> faust.App:
                 log.error("%s: not restarted after its failure; the worker is stopping", name)
                 await asyncio.Event().wait()
             progress = health.agent(name, topic_name)
-            checkpoint = Checkpoint(stream.ack, crash, name)
+            checkpoint = Checkpoint(stream.ack, crash, name, s.worker.batches_in_flight)
 
             def give_up() -> bool:
                 return app.should_stop or checkpoint.failed is not None

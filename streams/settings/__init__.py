@@ -92,6 +92,7 @@ class Worker:
     publish_retry_max_seconds: float
     stop_timeout_seconds: float
     stall_seconds: float
+    batches_in_flight: int
 
     @property
     def targeting_path(self) -> Path | None:
@@ -227,6 +228,8 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
             f"{where}: [worker] dead_letter_keep_bytes must be between 1024 and half of "
             f"max_output_bytes ({worker.max_output_bytes // 2})"
         )
+    if worker.batches_in_flight < 1:
+        raise ConfigError(f"{where}: [worker] batches_in_flight must be >= 1")
     for key in ("publish_retry_max_seconds", "stop_timeout_seconds", "stall_seconds"):
         if getattr(worker, key) <= 0:
             raise ConfigError(f"{where}: [worker] {key} must be > 0")
