@@ -178,7 +178,6 @@ class Publisher:
         }
         # the outputs of the batch begun last have been handed to the producer
         self._outputs_tail: asyncio.Future[None] | None = None
-        self.unconfirmed = 0  # batches begun and not yet confirmed (for liveness, metrics)
         self._waiting: set[Delivery] = set()  # steps sealed and not yet confirmed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="greenlane-delivery", daemon=True)
@@ -359,7 +358,6 @@ class Batch:
         await self._hand_over(self.state, backlog)
         p = self.publisher
         previous, p._outputs_tail = p._outputs_tail, self._loop.create_future()
-        p.unconfirmed += 1
         metrics.UNCONFIRMED_BATCHES.inc()
         return asyncio.ensure_future(self._publish(previous, p._outputs_tail))
 
@@ -373,7 +371,6 @@ class Batch:
     async def _publish(
         self, previous: asyncio.Future[None] | None, produced: asyncio.Future[None]
     ) -> None:
-        p = self.publisher
         try:
             await self._confirm(self.state, "changelog")
             self.state.persist()
@@ -386,7 +383,6 @@ class Batch:
         finally:
             if not produced.done():
                 produced.set_result(None)
-            p.unconfirmed -= 1
             metrics.UNCONFIRMED_BATCHES.dec()
 
     async def _confirm(self, delivery: Delivery, what: str) -> None:

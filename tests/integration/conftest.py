@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -81,6 +81,19 @@ class Harness:
         for r in records:
             self.producer.produce(topic, ser(r, ctx), r["house_waybill"].encode())
         assert self.producer.flush(30) == 0
+
+    def filing_offsets(self) -> int:
+        """How many offsets the two filing topics hold in all (earlier tests' included)."""
+        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": "it-ends"})
+        try:
+            ends = 0
+            for role in ("pre_loading", "pre_arrival"):
+                topic = self.settings.topics.name(role)
+                for p in c.list_topics(topic, timeout=30).topics[topic].partitions:
+                    ends += c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+            return ends
+        finally:
+            c.close()
 
     def send_raw(self, role: str, key: bytes, value: bytes) -> None:
         self.producer.produce(self.settings.topics.name(role), value, key)

@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from greenlane.streams.devtools.launcher import free_port
 from greenlane.streams.devtools.progress import scrape, total
@@ -44,18 +43,7 @@ def preload(harness: Harness, count: int, seed: int) -> int:
         generate(count, seed=seed, risky_share=0.05, invalid_share=0.01)
     )
     assert report.failed == 0 and report.delivered == report.total
-    consumer = Consumer(
-        {"bootstrap.servers": harness.settings.bootstrap_servers, "group.id": "it-crash-probe"}
-    )
-    try:
-        ends = 0
-        for role in ("pre_loading", "pre_arrival"):
-            topic = harness.settings.topics.name(role)
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                ends += consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return ends
-    finally:
-        consumer.close()
+    return harness.filing_offsets()
 
 
 def outputs(harness: Harness, expected_offsets: int) -> tuple[list[dict], list[dict]]:
@@ -88,6 +76,14 @@ def outputs(harness: Harness, expected_offsets: int) -> tuple[list[dict], list[d
 
 def source(r: dict) -> tuple[str, int, int]:
     return r["source_topic"], r["source_partition"], r["source_offset"]
+
+
+def assert_every_offset_answered(harness: Harness) -> tuple[list[dict], list[dict]]:
+    """Every filing offset has a decision or a dead letter; returns both."""
+    sent = harness.filing_offsets()
+    decisions, dead = outputs(harness, sent)
+    assert len({source(r) for r in decisions + dead}) == sent
+    return decisions, dead
 
 
 def assert_duplicates_agree(decisions: list[dict]) -> int:

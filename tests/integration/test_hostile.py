@@ -209,21 +209,6 @@ def no_agent_failed(harness: Harness) -> None:
     assert "Crashed reason" not in log and "failed; stopping the worker" not in log
 
 
-def offsets_on_filing_topics(harness: Harness) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": harness.settings.bootstrap_servers, "group.id": "it-h"})
-    try:
-        n = 0
-        for role in STAGE_ROLES:
-            topic = harness.settings.topics.name(role)
-            for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
-                n += c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return n
-    finally:
-        c.close()
-
-
 # --- the tests -------------------------------------------------------------------------------
 
 
@@ -293,11 +278,11 @@ def test_every_known_hostile_input_class_is_answered_and_valid_filings_decided(h
             "OVERSIZED",
         ),
     ]
-    before = offsets_on_filing_topics(harness)
+    before = harness.filing_offsets()
     harness.send("pre_arrival", norm)  # a value norm exists for the subnormal value to meet
     send_raw(harness, [(role, key, value) for role, key, value, _ in hostile])
     harness.send("pre_arrival", [arrival(w) for w in valid])
-    inputs = offsets_on_filing_topics(harness)
+    inputs = harness.filing_offsets()
     assert inputs == before + len(norm) + len(hostile) + len(valid)
 
     first, responses, dead, decided = answered(harness, inputs)
@@ -360,9 +345,9 @@ def test_fuzzed_messages_interleaved_with_valid_filings_are_each_answered_once(h
             mixed.append(pending.pop())
     mixed += pending
 
-    before = offsets_on_filing_topics(harness)
+    before = harness.filing_offsets()
     send_raw(harness, mixed)
-    inputs = offsets_on_filing_topics(harness)
+    inputs = harness.filing_offsets()
     assert inputs - before == len(mixed) >= 3000
 
     first, responses, dead, decided = answered(harness, inputs)

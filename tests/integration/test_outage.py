@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from greenlane.streams.devtools import infra
 from greenlane.streams.devtools.progress import scrape, total
@@ -17,7 +17,7 @@ from greenlane.streams.runtime.serde import WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
 from tests.factories import pre_loading
 from tests.integration.conftest import Harness, wait_until
-from tests.integration.test_crash import assert_duplicates_agree, outputs
+from tests.integration.test_crash import assert_duplicates_agree, assert_every_offset_answered
 from tests.integration.test_worker import arrival, waybills
 
 pytestmark = pytest.mark.integration
@@ -75,19 +75,6 @@ class Carrier(threading.Thread):
         assert self.producer.flush(120) == 0
 
 
-def filing_offsets(harness: Harness) -> int:
-    c = Consumer({"bootstrap.servers": harness.settings.bootstrap_servers, "group.id": "it-o"})
-    try:
-        n = 0
-        for role in ("pre_loading", "pre_arrival"):
-            topic = harness.settings.topics.name(role)
-            for p in c.list_topics(topic, timeout=30).topics[topic].partitions:
-                n += c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-        return n
-    finally:
-        c.close()
-
-
 def decided(harness: Harness) -> float:
     return total(scrape(harness.metrics_url), "greenlane_decisions_total")
 
@@ -104,18 +91,8 @@ def test_a_long_broker_outage_while_filings_flow_loses_nothing_and_restarts_noth
     time.sleep(10)  # filings after the outage too
     carrier.finish()
 
-    sent = filing_offsets(harness)
-    assert sent >= carrier.sent > 0
-    decisions, dead = outputs(harness, sent)
-    assert (
-        len(
-            {
-                (r["source_topic"], r["source_partition"], r["source_offset"])
-                for r in decisions + dead
-            }
-        )
-        == sent
-    )
+    assert harness.filing_offsets() >= carrier.sent > 0
+    decisions, dead = assert_every_offset_answered(harness)
     assert not dead, "valid filings only"
     assert_duplicates_agree(decisions)
 
@@ -145,15 +122,5 @@ def test_sigterm_while_the_broker_is_away_stops_in_bounded_time_and_loses_nothin
     carrier.finish()
     harness.start_worker()  # what was not confirmed is read again
 
-    sent = filing_offsets(harness)
-    decisions, dead = outputs(harness, sent)
-    assert (
-        len(
-            {
-                (r["source_topic"], r["source_partition"], r["source_offset"])
-                for r in decisions + dead
-            }
-        )
-        == sent
-    )
+    decisions, _ = assert_every_offset_answered(harness)
     assert_duplicates_agree(decisions)
