@@ -35,7 +35,7 @@ from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, STAGE_TOPIC_ROLE
-from greenlane.streams.runtime import admin, metrics
+from greenlane.streams.runtime import admin, metrics, offsets
 from greenlane.streams.runtime.checkpoint import Checkpoint
 from greenlane.streams.runtime.health import (
     AgentProgress,
@@ -76,6 +76,7 @@ RETENTION_SWEEP_SECONDS = 600.0
 TABLE_SIZE_SECONDS = 10.0
 SWEEP_CHUNK = 2000
 HEALTH_BEAT_SECONDS = 5.0
+HOLE_RESEEK_SECONDS = 60.0  # a partition read again for a hole is not re-read sooner
 FIRST_RETRY_SECONDS = 0.5
 OUTCOMES_AGENT = "inspection outcomes"
 DAY_MS = 86_400_000
@@ -366,6 +367,21 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     health = Health(s.worker.stall_seconds)
     agent_topics: set[str] = set()  # filled as the agents are declared
+    rereads = offsets.Rereads(HOLE_RESEEK_SECONDS)
+
+    async def mend_holes(ready: bool) -> None:
+        """A partition whose commit waits behind a message no agent answered is read again
+        from its committed offset (runtime.offsets: Faust can skip a message)."""
+        found = offsets.holes(app.consumer) if ready else {}
+        for tp, committed in rereads.due(found, time.monotonic()):
+            log.warning(
+                "%s[%s]: offset %s was never answered; reading the partition again from it",
+                tp.topic,
+                tp.partition,
+                committed,
+            )
+            metrics.OFFSET_HOLES.labels(tp.topic).inc()
+            await app.consumer.seek(tp, committed)
 
     @app.timer(HEALTH_BEAT_SECONDS)
     async def beat() -> None:
@@ -378,6 +394,7 @@ def create_app(s: Settings | None = None) -> faust.App:
             metrics.CONSUMER_LAG.labels(topic).set(waiting)
         ready, _ = worker_ready(app)
         health.beat(lag, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
+        await mend_holes(ready and not app.should_stop)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
@@ -423,7 +440,9 @@ def create_app(s: Settings | None = None) -> faust.App:
                 log.error("%s: not restarted after its failure; the worker is stopping", name)
                 await asyncio.Event().wait()
             progress = health.agent(name, topic_name)
-            checkpoint = Checkpoint(stream.ack, crash, name, s.worker.batches_in_flight)
+            checkpoint = Checkpoint(
+                offsets.answering(stream.ack), crash, name, s.worker.batches_in_flight
+            )
 
             def give_up() -> bool:
                 return app.should_stop or checkpoint.failed is not None
@@ -601,4 +620,5 @@ def create_app(s: Settings | None = None) -> faust.App:
     app.agent(outcomes_topic, name="greenlane.feedback.outcomes")(
         run_agent(OUTCOMES_AGENT, outcomes_topic, join, 1.0)
     )
+    offsets.guard(agent_topics)  # only answered offsets are committed on them
     return app

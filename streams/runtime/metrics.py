@@ -121,6 +121,12 @@ CONSUMER_LAG = Gauge(
     "offset to acknowledge).",
     ["topic"],
 )
+OFFSET_HOLES = Counter(
+    "greenlane_offset_holes",
+    "Partitions read again because a message below their answered offsets was skipped by the "
+    "stream framework and never answered (runtime.offsets); nothing is committed past one.",
+    ["topic"],
+)
 UNCONFIRMED_BATCHES = Gauge(
     "greenlane_unconfirmed_batches",
     "Batches published and not yet confirmed by the broker.",

@@ -27,6 +27,14 @@ from greenlane.streams.settings import Settings, load_settings, schema_path
 pytestmark = pytest.mark.integration
 
 
+class ReadTimeout(AssertionError):
+    """`Harness.read` gave up; ``records`` holds what it had read (for a diagnosis)."""
+
+    def __init__(self, message: str, records: list[dict]) -> None:
+        super().__init__(message)
+        self.records = records
+
+
 def wait_until(condition, what: str, give_up_after: float = 600) -> None:
     """Poll until ``condition``; the bound only keeps a broken worker from hanging the suite
     (it is no speed requirement: a loaded machine just waits longer)."""
@@ -84,14 +92,33 @@ class Harness:
 
     def filing_offsets(self) -> int:
         """How many offsets the two filing topics hold in all (earlier tests' included)."""
+        return sum(self.filing_ends().values())
+
+    def filing_ends(self) -> dict[tuple[str, int], int]:
+        """The end offset of each filing topic partition."""
         c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": "it-ends"})
         try:
-            ends = 0
+            ends = {}
             for role in ("pre_loading", "pre_arrival"):
                 topic = self.settings.topics.name(role)
                 for p in c.list_topics(topic, timeout=30).topics[topic].partitions:
-                    ends += c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                    tp = TopicPartition(topic, p)
+                    ends[(topic, p)] = c.get_watermark_offsets(tp, timeout=30)[1]
             return ends
+        finally:
+            c.close()
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The worker group's committed offset of each filing topic partition."""
+        c = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": self.settings.worker.app_id,
+            }
+        )
+        try:
+            tps = [TopicPartition(t, p) for t, p in self.filing_ends()]
+            return {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=30)}
         finally:
             c.close()
 
@@ -140,7 +167,7 @@ class Harness:
                     return out
         finally:
             c.close()
-        raise AssertionError(f"timed out after {timeout}s with {len(out)} records")
+        raise ReadTimeout(f"timed out after {timeout}s with {len(out)} records", out)
 
 
 @pytest.fixture(scope="module")
