@@ -11,7 +11,9 @@ It changes a route in two ways, both set out in ``settings/lanes.yaml``:
    The key must stay secret: whoever knows it can choose waybill numbers that are never picked.
 2. Capacity (after ASYCUDA's expected lane rate). A destination can physically inspect only so
    much; when rule-based INSPECTs would push its inspect share over ``inspect_ceiling``, the
-   lowest-scoring ones become documentary checks (HOLD) and say why.
+   lowest-scoring ones become documentary checks (HOLD) and say why. Forced outcomes and
+   decisions with a critical reason (``critical_reasons``: a watchlisted party, a counterfeit
+   brand, prohibited goods) are never downgraded: capacity must not hide the worst.
 
 Capacity algorithm: per destination and filing partition, moving counts of consignments and
 inspections over a rolling window (``window_buckets`` time buckets of ``window_seconds /
@@ -43,7 +45,7 @@ import hashlib
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -71,6 +73,8 @@ class DestinationLanes:
     window_buckets: int
     warm_up_consignments: int
     salt: str
+    # reason code -> the least contribution at which it is critical: never downgraded
+    critical_reasons: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def bucket_ms(self) -> int:
@@ -141,6 +145,19 @@ def _random_route(value: Any, where: str) -> str:
     return value
 
 
+def _critical(value: Any, where: str) -> Mapping[str, float]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of reason code to least contribution")
+    out = {}
+    for code, least in value.items():
+        if not isinstance(code, str) or not code.strip():
+            raise ConfigError(f"{where}: expected reason codes as keys, got {code!r}")
+        if isinstance(least, bool) or not isinstance(least, int | float) or least < 0:
+            raise ConfigError(f"{where}.{code}: expected a contribution >= 0, got {least!r}")
+        out[code] = float(least)
+    return MappingProxyType(out)
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{where}: expected a non-empty string, got {value!r}")
@@ -155,7 +172,9 @@ FIELD_CHECKS = {
     "window_buckets": _whole(1),
     "warm_up_consignments": _whole(0),
     "salt": _text,
+    "critical_reasons": _critical,
 }
+OPTIONAL_FIELDS = {"critical_reasons"}
 
 
 def _mapping(value: Any, where: str) -> dict:
@@ -171,7 +190,7 @@ def _entry(spec: Any, where: str, base: DestinationLanes | None) -> DestinationL
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {list(FIELD_CHECKS)}")
     if base is None:
-        missing = [k for k in FIELD_CHECKS if k not in spec]
+        missing = [k for k in FIELD_CHECKS if k not in spec and k not in OPTIONAL_FIELDS]
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}")
     values = {k: FIELD_CHECKS[k](v, f"{where}.{k}") for k, v in spec.items()}
@@ -385,8 +404,9 @@ class LaneAllocator:
         """Per decision: None (unchanged) or the lane change and its reason.
 
         Only PRE_ARRIVAL decisions are considered, one by one in the given order. Forced
-        decisions (``forced`` true, or a ``forced_outcome`` set by a targeting rule) are left
-        alone but count towards the window. Re-assessments (``revision`` > 0) add their
+        decisions (``forced`` true, or a ``forced_outcome`` set by a targeting rule) and those
+        with a critical reason (the destination's ``critical_reasons``) are left alone but
+        count towards the window. Re-assessments (``revision`` > 0) add their
         INSPECT, not another consignment. ``now_ms`` caps the event time (a filing time in
         the future). ``state``: where the counts are read and written (a batch's overlay);
         None keeps them in the allocator.
@@ -412,7 +432,7 @@ class LaneAllocator:
             new = 0 if d.get("revision") else 1
             route = d["route"]
             inspected = 0
-            if d.get("forced") or d.get("forced_outcome"):
+            if d.get("forced") or d.get("forced_outcome") or _critical_reason(d, lanes):
                 inspected = route == INSPECT
             elif dest.selector.picks(d["house_waybill"]):
                 random_route = lanes.random_route
@@ -460,6 +480,18 @@ class LaneAllocator:
                 "carrier_visible": text.carrier_visible,
             },
         )
+
+
+def _critical_reason(decision: dict, lanes: DestinationLanes) -> bool:
+    """A reason the destination never lets capacity hide (a watchlisted party, a counterfeit)."""
+    critical = lanes.critical_reasons
+    if not critical:
+        return False
+    for r in decision["reasons"]:
+        least = critical.get(r["code"])
+        if least is not None and r["contribution"] >= least:
+            return True
+    return False
 
 
 def apply_change(decision: dict, change: LaneChange | None) -> dict:

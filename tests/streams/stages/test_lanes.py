@@ -544,3 +544,54 @@ def test_counts_are_kept_per_filing_partition_and_a_worker_sees_its_own(tmp_path
     # each partition holds the ceiling for its own traffic: half of partition 1's 20
     mine = {k: v for k, v in state.items() if v["partition"] == 1}
     assert LaneAllocator(s, partitions=2).window("DE", state=mine) == (10, 20)
+
+
+def reason(code: str, contribution: float) -> dict:
+    return {
+        "code": code,
+        "description": code,
+        "contribution": contribution,
+        "evidence": "",
+        "carrier_visible": False,
+    }
+
+
+def test_critical_reasons_are_never_downgraded_but_count(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.01, "min_random_rate": 0.0, "warm_up_consignments": 0},
+        destinations={"GB": {"critical_reasons": {"W_IPR_BRAND": 0}}},
+    )
+    assert s.default.critical_reasons["W_PARTY_WATCHLIST"] == 30  # the shipped default
+    serious = [reason("W_PARTY_WATCHLIST", 40), reason("W_IPR_BRAND", 35)]
+    batch = (
+        [decision(n, 110, reasons=serious) for n in range(10)]
+        + [decision(n, 99, reasons=[reason("W_PARTY_WATCHLIST", 25)]) for n in range(10, 20)]
+        + [decision(n, 0) for n in range(20, 200)]
+    )
+    alloc = LaneAllocator(s)
+    changes = alloc.allocate(batch, NOW)
+    assert changes[:10] == [None] * 10  # a serious watchlist hit is inspected whatever the quota
+    assert all(c.route == HOLD for c in changes[10:20])  # a warning-level hit is not critical
+    assert alloc.window("DE") == (10, 200)  # and the critical ones used the capacity
+    # GB's own mapping replaces the default's: there the watchlist hit is not critical
+    gb = alloc.allocate([decision(n, 110, dest="GB", reasons=serious[:1]) for n in range(5)], NOW)
+    assert all(c is not None and c.route == HOLD for c in gb[1:])
+    ipr = alloc.allocate([decision(9, 99, dest="GB", reasons=serious[1:])], NOW + 1)
+    assert ipr == [None]
+
+
+@pytest.mark.parametrize(
+    "critical, where",
+    [
+        ([1], "default.critical_reasons"),
+        ({"W_PARTY_WATCHLIST": -1}, "default.critical_reasons.W_PARTY_WATCHLIST"),
+        ({"W_PARTY_WATCHLIST": "high"}, "default.critical_reasons.W_PARTY_WATCHLIST"),
+    ],
+)
+def test_critical_reasons_are_validated(tmp_path, critical, where):
+    data = copy.deepcopy(SHIPPED)
+    data["default"]["critical_reasons"] = critical
+    path = write(tmp_path, data)
+    with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
+        load_lane_settings(path)
