@@ -27,20 +27,14 @@ from faust.transport import consumer as faust_consumer
 
 _guarded: set[str] = set()
 _answering: set[int] = set()  # id() of the messages the checkpoint is acknowledging now
-_installed: list[bool] = []
 upstream: dict[str, Any] = {}  # Faust's own methods, kept for the tests that pin them
 
 
 def guard(topics: Iterable[str]) -> None:
     """Guard the commits of ``topics`` (the agent topics) in this process."""
     _guarded.update(topics)
-    if not _installed:
+    if not upstream:  # installed once per process
         _install(faust_consumer.Consumer)
-        _installed.append(True)
-
-
-def guarded() -> frozenset[str]:
-    return frozenset(_guarded)
 
 
 def answering(ack: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:

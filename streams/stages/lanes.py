@@ -432,7 +432,7 @@ class LaneAllocator:
             new = 0 if d.get("revision") else 1
             route = d["route"]
             inspected = 0
-            if d.get("forced") or d.get("forced_outcome") or _critical_reason(d, lanes):
+            if d.get("forced") or d.get("forced_outcome"):
                 inspected = route == INSPECT
             elif dest.selector.picks(d["house_waybill"]):
                 random_route = lanes.random_route
@@ -445,8 +445,8 @@ class LaneAllocator:
             elif route == INSPECT:
                 volume = max(window.total + new, dest.warm_up)
                 allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
-                if window.inspected < allowance:
-                    inspected = 1
+                if window.inspected < allowance or _critical_reason(d, lanes):
+                    inspected = 1  # a critical reason is inspected whatever the quota
                 else:
                     out[i] = self._downgrade(country, lanes, window, new, d["risk_score"])
             window.add(t, new, int(inspected))

@@ -595,3 +595,15 @@ def test_critical_reasons_are_validated(tmp_path, critical, where):
     path = write(tmp_path, data)
     with pytest.raises(ConfigError, match=where.replace(".", r"\.")):
         load_lane_settings(path)
+
+
+def test_a_critical_reason_does_not_leave_random_selection(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.1, "min_random_rate": 0.05, "random_route": INSPECT},
+        destinations={},
+    )
+    [n] = random_waybills(s.default.salt, 0.05, True, 1)
+    held = decision(n, 40, reasons=[reason("W_PARTY_WATCHLIST", 40)])  # HOLD by score
+    [change] = LaneAllocator(s).allocate([held], NOW)
+    assert change is not None and change.random_pick and change.route == INSPECT
