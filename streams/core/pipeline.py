@@ -9,11 +9,11 @@ the runtime commits what the overlay collected, once the batch is done.
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
-import re
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from greenlane.models.feedback import summaries_from_decisions
@@ -35,10 +35,10 @@ from greenlane.streams.domain.batch import (
     InboundMessage,
 )
 from greenlane.streams.domain.money import convert
+from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import (
     PRE_ARRIVAL,
     PRE_LOADING,
-    SEVERITY,
     STAGE_TOPIC_ROLE,
 )
 from greenlane.streams.settings import schema_path
@@ -49,7 +49,7 @@ from greenlane.streams.stages.bounds import (
     compile_checker,
     message_problem,
 )
-from greenlane.streams.stages.enrichment import filing_facts
+from greenlane.streams.stages.enrichment import filing_facts, totals
 from greenlane.streams.stages.lanes import LaneAllocator, apply_change, load_lane_settings
 from greenlane.streams.stages.patterns import (
     ENTITY_PATTERNS,
@@ -65,12 +65,10 @@ from greenlane.streams.stages.revenue import (
     assess_revenue_batch,
     load_revenue_settings,
 )
-from greenlane.streams.stages.routing import route_for
+from greenlane.streams.stages.routing import route_for, shown_codes
 from greenlane.streams.stages.targeting import (
     FilingFacts,
     TargetingRules,
-    facts_entry,
-    facts_from_entry,
     score_batch,
 )
 from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
@@ -78,15 +76,31 @@ from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 Scored = tuple[float, list[dict], "str | None"]
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
-# What a pre-arrival link entry keeps of its decision, to amend it later (split shipments).
-SUMMARY_FIELDS = (
-    "message_id",
-    "carrier_id",
-    "destination_country",
-    "risk_score",
-    "quality_score",
-    "filing_time",
-)
+# The link entry's key for the latest filing of each stage, and the other stage.
+SIDE = {PRE_LOADING: "pre_loading", PRE_ARRIVAL: "pre_arrival"}
+OTHER_STAGE = {PRE_LOADING: PRE_ARRIVAL, PRE_ARRIVAL: PRE_LOADING}
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """One assessment to run: a filing as received, or a kept one assessed again."""
+
+    stage: str
+    record: dict
+    report: quality.QualityReport
+    msg: InboundMessage  # the filing's own message (source fields, partition, key)
+    trigger: int  # the inbound message that caused it (latency, replay log)
+    did: str
+    revision: int
+    previous: dict | None  # the latest decision of this stage for the waybill, as kept
+    other: dict | None  # the latest decision of the other stage, as kept
+    flags: list[dict]  # reasons found later by the seller-keyed patterns
+    force_publish: bool = False
+
+
+def _read_only(table: MutableMapping[str, dict] | None) -> MutableMapping[str, dict] | None:
+    """A throw-away overlay: the stage reads the table, its writes are dropped."""
+    return None if table is None else Overlay(table)
 
 
 def _merge(scores: list[Scored], extra: Sequence[list[dict]]) -> list[Scored]:
@@ -98,17 +112,6 @@ def _merge(scores: list[Scored], extra: Sequence[list[dict]]) -> list[Scored]:
             score = sum(r["contribution"] for r in reasons)
         merged.append((score, reasons, forced))
     return merged
-
-
-_QUOTED = re.compile(r" '[^']*'")
-
-
-def _kept_reason(reason: dict) -> dict:
-    """A reason as a link entry keeps it: list-match evidence loses the quoted party names and
-    addresses (the watchlist entry id and similarity stay); the first decision has them."""
-    if reason["code"].startswith("W_PARTY"):
-        return dict(reason, evidence=_QUOTED.sub("", reason["evidence"]))
-    return reason
 
 
 def tune_gc() -> None:
@@ -201,12 +204,15 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None = None,
         now_ms: int = 0,
         partitions: Sequence[int] = (),
-    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None], list[list[dict]]]:
+        flags: Sequence[list[dict]] = (),
+    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None]]:
         """Rule scores with the list matches, plus for pre-arrival the revenue,
-        stateful-pattern and risk-model reasons; also those other reasons alone (what a
-        re-assessment keeps while it runs the rules again)."""
+        stateful-pattern and risk-model reasons and ``flags`` (reasons the seller-keyed
+        patterns found later), all adding up to the score."""
         scores = score_batch(facts, self.targeting_rules)
         extra = match_batch(records, stage, self.lists)
+        if flags:
+            extra = [a + f for a, f in zip(extra, flags, strict=True)]
         revenues: list = [None] * len(records)
         models: list[ModelPart | None] = [None] * len(records)
         if stage == PRE_ARRIVAL:
@@ -243,16 +249,7 @@ class Assessor:
             _merge(scores, extra),
             [rev.as_record() if rev is not None else None for rev in revenues],
             models,
-            extra,
         )
-
-    def _allocate_lanes(
-        self, decisions: list[dict], now_ms: int, lanes: MutableMapping[str, dict] | None
-    ) -> list[dict]:
-        """Capacity ceiling and random selection (pre-arrival); the decisions as they stand.
-        ``lanes``: the quota counts (a table's overlay; None: kept by the allocator)."""
-        changes = self.lanes.allocate(decisions, now_ms, lanes)
-        return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
 
     def assess(
         self,
@@ -342,122 +339,268 @@ class Assessor:
                 usable.append((pos, record, report))
                 out.findings.update(f["code"] for f in report.findings)
 
-        other_key = "pre_loading" if stage == PRE_ARRIVAL else "pre_arrival"
-        facts = []
-        entries = []
-        for _pos, record, report in usable:
-            entry = links.get(record["house_waybill"]) or {}
-            entries.append(entry)
-            other = entry.get(other_key)
-            facts.append(
-                filing_facts(
-                    record,
-                    stage,
-                    frozenset(f["code"] for f in report.findings),
-                    report.score,
-                    other["outcome"] if stage == PRE_ARRIVAL and other else None,
-                    other is not None,
-                    self.rates,
-                )
+        self._decide_rounds(stage, out, usable, messages, links, now_ms, patterns, summaries, lanes)
+        return out
+
+    def _decide_rounds(
+        self,
+        stage: str,
+        out: BatchOutcome,
+        usable: list[tuple[int, dict, quality.QualityReport]],
+        messages: Sequence[InboundMessage],
+        links: MutableMapping[str, dict],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None,
+        summaries: MutableMapping[str, dict] | None,
+        lanes: MutableMapping[str, dict] | None,
+    ) -> None:
+        """Decide the batch's filings in rounds of one filing per house waybill: a waybill's
+        second filing in a batch amends its first, as it would in the next batch."""
+        rounds: list[list[tuple[int, dict, quality.QualityReport]]] = []
+        seen: dict[str, int] = {}
+        for item in usable:
+            n = seen.get(item[1]["house_waybill"], 0)
+            seen[item[1]["house_waybill"]] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(item)
+        for batch in rounds:
+            jobs = [
+                self._filing_job(stage, messages[pos], pos, record, report, links)
+                for pos, record, report in batch
+            ]
+            # a consignment counts once in the pattern state: its first declaration teaches,
+            # amendments and re-assessments only read
+            first = [j for j in jobs if j.previous is None]
+            again = [j for j in jobs if j.previous is not None]
+            decided = self._engine(stage, first, now_ms, patterns, lanes) + self._engine(
+                stage, again, now_ms, _read_only(patterns), lanes
             )
-        scores, revenues, models, extras = self._score(
+            jobs = first + again
+            for job, decision in zip(jobs, decided, strict=True):
+                self._publish(out, job, decision, links, summaries, now_ms)
+            self._reassess(stage, out, jobs, links, now_ms, patterns, summaries, lanes)
+            if stage == PRE_ARRIVAL and patterns is not None and first:
+                self._observe(out, first, decided[: len(first)])
+
+    def _filing_job(
+        self,
+        stage: str,
+        msg: InboundMessage,
+        pos: int,
+        record: dict,
+        report: quality.QualityReport,
+        links: Mapping[str, dict],
+    ) -> _Job:
+        """A filing as received: a first filing (revision 0) or an amendment of the latest one
+        of its stage for the house waybill (the next revision)."""
+        entry = links.get(record["house_waybill"]) or {}
+        previous = entry.get(SIDE[stage])
+        return _Job(
+            stage=stage,
+            record=record,
+            report=report,
+            msg=msg,
+            trigger=pos,
+            did=decision_id(stage, msg.value or b""),
+            revision=previous["revision"] + 1 if previous else 0,
+            previous=previous,
+            other=entry.get(SIDE[OTHER_STAGE[stage]]),
+            flags=list((previous or {}).get("flags") or []),
+        )
+
+    def _engine(
+        self,
+        stage: str,
+        jobs: Sequence[_Job],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None,
+        lanes: MutableMapping[str, dict] | None,
+    ) -> list[dict]:
+        """The whole assessment of filings of one stage, whatever caused it (a filing, an
+        amendment, the other filing, a pattern finding): quality findings as given, rules,
+        lists, revenue, patterns and model, routing and lanes, then the one builder."""
+        if not jobs:
+            return []
+        arrival = stage == PRE_ARRIVAL
+        facts = [
+            filing_facts(
+                j.record,
+                stage,
+                frozenset(f["code"] for f in j.report.findings),
+                j.report.score,
+                j.other["outcome"] if arrival and j.other else None,
+                j.other is not None,
+                self.rates,
+            )
+            for j in jobs
+        ]
+        scores, revenues, models = self._score(
             stage,
             facts,
-            [r for _, r, _ in usable],
+            [j.record for j in jobs],
             patterns,
             now_ms,
-            [messages[pos].partition for pos, _, _ in usable],
+            [j.msg.partition for j in jobs],
+            [j.flags for j in jobs],
         )
         decisions = [
             self._decision(
-                stage,
-                record,
-                report,
-                scored,
-                messages[pos],
-                decision_id(stage, messages[pos].value or b""),
-                0,
-                entry.get(other_key),
-                revenue,
-                model,
+                stage, j.record, j.report, scored, j.msg, j.did, j.revision, j.other, rev, model
             )
-            for (pos, record, report), entry, scored, revenue, model in zip(
-                usable, entries, scores, revenues, models, strict=True
-            )
+            for j, scored, rev, model in zip(jobs, scores, revenues, models, strict=True)
         ]
-        decisions = self._allocate_lanes(decisions, now_ms, lanes)
-        if stage == PRE_ARRIVAL and decisions and summaries is not None:
-            made = summaries_from_decisions(decisions, [r for _, r, _ in usable], self.rates)
-            for (pos, _, _), d, summary in zip(usable, decisions, made, strict=True):
-                summaries[d["decision_id"]] = summary | {"partition": messages[pos].partition}
+        previous = [j.previous["route"] if j.previous else None for j in jobs]
+        changes = self.lanes.allocate(decisions, now_ms, lanes, previous)
+        return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
 
-        reassess: list[tuple[str, int, dict, dict]] = []
-        for i, ((pos, record, report), entry, decision) in enumerate(
-            zip(usable, entries, decisions, strict=True)
-        ):
-            msg = messages[pos]
-            waybill = record["house_waybill"]
-            entry = links.get(waybill) or entry
-            other = entry.get(other_key)
-            emit(out, decision, pos, msg.key, now_ms)
-            entry = dict(entry)
-            if stage == PRE_LOADING:
-                entry["pre_loading"] = {
-                    "decision_id": decision["decision_id"],
-                    "outcome": decision["placi_outcome"],
-                }
-                if other and other.get("pending"):
-                    reassess.append((waybill, pos, other, entry["pre_loading"]))
-            else:
-                pending = None
-                if other is None and record["transport_mode"] == "AIR":
-                    # what re-running the rules needs once the pre-loading filing arrives;
-                    # not the declaration itself (parties' names and addresses)
-                    model = models[i]
-                    pending = {
-                        "facts": facts_entry(facts[i]),
-                        "extra": [_kept_reason(r) for r in extras[i]],
-                        "revenue": revenues[i],
-                        "model": [model.version, model.probability] if model else None,
-                    }
-                entry["pre_arrival"] = {
-                    "decision_id": decision["decision_id"],
-                    "route": decision["route"],
-                    "revision": 0,
-                    "pending": pending,
-                    "quality": {"findings": report.findings, "score": report.score},
-                    "source": [msg.topic, msg.partition, msg.offset],
-                    "key": (msg.key or b"").decode("utf-8", "replace"),
-                    "summary": {k: decision[k] for k in SUMMARY_FIELDS},
-                }
-            # for the retention sweep: event time (replays agree) and where the changelog lives
-            entry["filed_at"] = max(entry.get("filed_at", 0), record["filing_time"])
-            entry["partition"] = msg.partition
-            links[waybill] = entry
-        if reassess:
-            self._reassess(out, reassess, links, now_ms, lanes)
-        if stage == PRE_ARRIVAL and patterns is not None:
-            self._observe(out, usable, facts, decisions, messages)
-        return out
-
-    def _observe(
+    def _publish(
         self,
         out: BatchOutcome,
-        usable: list[tuple[int, dict, quality.QualityReport]],
-        facts: list[FilingFacts],
-        decisions: list[dict],
-        messages: Sequence[InboundMessage],
+        job: _Job,
+        decision: dict,
+        links: MutableMapping[str, dict],
+        summaries: MutableMapping[str, dict] | None,
+        now_ms: int,
     ) -> None:
-        """Re-key each declaration by seller for the seller-keyed patterns (core.entities);
-        ``decisions``: the declarations' first decisions, whose ids name the observations."""
+        """Emit a decision (answered to the carrier under its filing's key), keep its summary
+        for the feedback join, and make it the latest of its stage in the link entry."""
+        msg = job.msg
+        emit(out, decision, job.trigger, msg.key, now_ms)
+        if decision["stage"] == PRE_ARRIVAL and summaries is not None:
+            [summary] = summaries_from_decisions([decision], [job.record], self.rates)
+            summaries[decision["decision_id"]] = summary | {"partition": msg.partition}
+        waybill = decision["house_waybill"]
+        entry = dict(links.get(waybill) or {})
+        entry[SIDE[decision["stage"]]] = {
+            "decision_id": decision["decision_id"],
+            "revision": decision["revision"],
+            "route": decision["route"],
+            "outcome": decision["placi_outcome"],
+            "shown": shown_codes(decision),
+            # the filing itself, as received: what a re-assessment decodes and assesses again
+            "filing": base64.b64encode(msg.value or b"").decode("ascii"),
+            "source": [msg.topic, msg.partition, msg.offset],
+            "key": (msg.key or b"").decode("utf-8", "replace"),
+            "timestamp_ms": msg.timestamp_ms,
+            "flags": job.flags,
+        }
+        # for the retention sweep: event time (replays agree) and where the changelog lives
+        entry["filed_at"] = max(entry.get("filed_at", 0), job.record["filing_time"])
+        entry["partition"] = msg.partition
+        links[waybill] = entry
+
+    def _stored_jobs(
+        self,
+        stage: str,
+        wanted: Sequence[tuple[str, int, list[dict] | None]],
+        links: Mapping[str, dict],
+    ) -> list[_Job]:
+        """Re-assessment jobs for the latest ``stage`` filing of each (waybill, trigger
+        position, flags to set) that has one kept: decoded and quality-checked again, with
+        the settings in force now."""
+        found = []
+        for waybill, trigger, flags in wanted:
+            entry = links.get(waybill) or {}
+            side = entry.get(SIDE[stage])
+            if side and side.get("filing"):
+                found.append((entry, side, trigger, flags))
+        if not found:
+            return []
+        values = [base64.b64decode(side["filing"]) for _, side, _, _ in found]
+        decoded = self.decoders[stage].decode_batch(values)
+        kept = [
+            (f, v, r) for f, v, r in zip(found, values, decoded, strict=True) if isinstance(r, dict)
+        ]
+        reports = quality.assess_batch([r for _, _, r in kept], stage, self.quality_rules)
+        jobs = []
+        for ((entry, side, trigger, flags), value, record), report in zip(
+            kept, reports, strict=True
+        ):
+            if report.unusable:
+                continue
+            topic, partition, offset = side["source"]
+            key = side["key"].encode()
+            msg = InboundMessage(key, value, topic, partition, offset, side["timestamp_ms"])
+            revision = side["revision"] + 1
+            jobs.append(
+                _Job(
+                    stage=stage,
+                    record=record,
+                    report=report,
+                    msg=msg,
+                    trigger=trigger,
+                    did=revision_id(side["decision_id"], revision),
+                    revision=revision,
+                    previous=side,
+                    other=entry.get(SIDE[OTHER_STAGE[stage]]),
+                    flags=list(side.get("flags") or []) if flags is None else flags,
+                    force_publish=flags is not None,
+                )
+            )
+        return jobs
+
+    def _reassess(
+        self,
+        stage: str,
+        out: BatchOutcome,
+        jobs: Sequence[_Job],
+        links: MutableMapping[str, dict],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None,
+        summaries: MutableMapping[str, dict] | None,
+        lanes: MutableMapping[str, dict] | None,
+    ) -> None:
+        """Re-assess the other filing of every consignment a filing of ``stage`` (new or
+        amended) changed, if the other stage's rules read anything of this one."""
+        other = OTHER_STAGE[stage]
+        if not self.targeting_rules.reads_link(other):
+            return
+        wanted = [(j.record["house_waybill"], j.trigger, None) for j in jobs]
+        self._revise(
+            out, self._stored_jobs(other, wanted, links), links, now_ms, patterns, summaries, lanes
+        )
+
+    def _revise(
+        self,
+        out: BatchOutcome,
+        jobs: list[_Job],
+        links: MutableMapping[str, dict],
+        now_ms: int,
+        patterns: MutableMapping[str, dict] | None,
+        summaries: MutableMapping[str, dict] | None,
+        lanes: MutableMapping[str, dict] | None,
+    ) -> list[bool]:
+        """Assess kept filings again with the full engine; a new revision is published when
+        the route, the PLACI outcome or the codes shown to the carrier change (or the job
+        says so: a new pattern reason). Which were published, per job."""
+        if not jobs:
+            return []
+        stage = jobs[0].stage
+        decisions = self._engine(stage, jobs, now_ms, _read_only(patterns), lanes)
+        published = []
+        for job, decision in zip(jobs, decisions, strict=True):
+            side = job.previous or {}
+            changed = job.force_publish or (
+                decision["route"],
+                decision["placi_outcome"],
+                shown_codes(decision),
+            ) != (side.get("route"), side.get("outcome"), side.get("shown"))
+            if changed:
+                self._publish(out, job, decision, links, summaries, now_ms)
+            published.append(changed)
+        return published
+
+    def _observe(self, out: BatchOutcome, jobs: Sequence[_Job], decisions: list[dict]) -> None:
+        """Re-key each first declaration by seller for the seller-keyed patterns
+        (core.entities); its decision's id names the observation."""
         cfg = self.pattern_settings
         if not any(getattr(cfg, name).enabled for name in ENTITY_PATTERNS):
             return
-        for (pos, record, _), fact, decision in zip(usable, facts, decisions, strict=True):
-            msg = messages[pos]
-            obs = observe(
-                record, fact.total_value, self.de_minimis(record["destination_country"]), cfg
-            )
+        for job, decision in zip(jobs, decisions, strict=True):
+            record, msg = job.record, job.msg
+            total, _ = totals(record["items"], self.rates)
+            obs = observe(record, total, self.de_minimis(record["destination_country"]), cfg)
             obs["filing_time"] = min(obs["filing_time"], msg.timestamp_ms or obs["filing_time"])
             obs.update(
                 observation_id=decision["decision_id"],
@@ -466,37 +609,71 @@ class Assessor:
             )
             seller = obs["seller_key"]
             partition = seller_partition(seller, self.partitions)
-            out.forwards.append(Forward(OBSERVATION, seller.encode(), partition, obs, pos))
+            out.forwards.append(Forward(OBSERVATION, seller.encode(), partition, obs, job.trigger))
 
     def amend(
         self,
         messages: Sequence[InboundMessage],
         links: MutableMapping[str, dict],
         now_ms: int,
+        patterns: MutableMapping[str, dict] | None = None,
+        summaries: MutableMapping[str, dict] | None = None,
         replay_log: MutableMapping[str, dict] | None = None,
+        lanes: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
-        """Amend decisions from pattern findings (core.entities) read on the partition of
-        their house waybills: a new revision per consignment and pattern, never twice.
-        ``replay_log``: a redelivered finding republishes the revision it made."""
+        """Re-assess consignments that pattern findings (core.entities) now include, read on
+        the partition of their house waybills: the finding's reason joins the declaration's
+        kept reasons and the full engine runs again; a new revision per consignment and
+        pattern, never twice. ``replay_log``: a redelivered finding republishes what it made."""
         if replay_log is not None:
             ids = [message_id(FINDING, m.value) for m in messages]
-            fresh = partial(self.amend, links=links, now_ms=now_ms)
+            fresh = partial(
+                self.amend,
+                links=links,
+                now_ms=now_ms,
+                patterns=patterns,
+                summaries=summaries,
+                lanes=lanes,
+            )
             return replay_logged(ids, messages, replay_log, now_ms, fresh)
         if self.finding_decoder is None:
             raise ValueError("Assessor.amend needs a finding_decoder")
         out = BatchOutcome()
         decoded = self.finding_decoder.decode_batch([m.value for m in messages])
+        rounds: list[list[tuple[int, dict]]] = []
+        seen: dict[str, int] = {}
         for pos, item in enumerate(decoded):
-            msg = messages[pos]
             if isinstance(item, DecodeFailure):
+                msg = messages[pos]
                 dead_letter(
                     out, None, msg, item.error_code, item.message, item.schema_id, None, now_ms
                 )
                 continue
-            if self._amend(out, item["house_waybill"], item["reason"], links, now_ms, pos):
-                out.amended_from.append(item["received_at"])
-            else:
-                out.unapplied += 1
+            n = seen.get(item["house_waybill"], 0)
+            seen[item["house_waybill"]] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append((pos, item))
+        for batch in rounds:
+            wanted = []
+            applied = []
+            for pos, item in batch:
+                side = (links.get(item["house_waybill"]) or {}).get(SIDE[PRE_ARRIVAL])
+                flags = list((side or {}).get("flags") or [])
+                if (
+                    not side
+                    or not side.get("filing")
+                    or item["reason"]["code"] in {f["code"] for f in flags}
+                ):
+                    out.unapplied += 1
+                    continue
+                wanted.append((item["house_waybill"], pos, [*flags, item["reason"]]))
+                applied.append(item)
+            jobs = self._stored_jobs(PRE_ARRIVAL, wanted, links)
+            out.unapplied += len(wanted) - len(jobs)
+            done = {j.record["house_waybill"] for j in jobs}
+            self._revise(out, jobs, links, now_ms, patterns, summaries, lanes)
+            out.amended_from += [i["received_at"] for i in applied if i["house_waybill"] in done]
         return out
 
     def assess_isolated(
@@ -520,119 +697,23 @@ class Assessor:
         tables = (links, patterns, summaries, replay_log, lanes)
         return run_isolated(run, messages, tables, stage, now_ms)
 
-    def _amend(
+    def amend_isolated(
         self,
-        out: BatchOutcome,
-        waybill: str,
-        reason: dict,
+        messages: Sequence[InboundMessage],
         links: MutableMapping[str, dict],
         now_ms: int,
-        pos: int,
-    ) -> bool:
-        """Amend the decision of a consignment that a stateful pattern now includes; False
-        when there is nothing to amend (no link entry any more) or it was amended for this
-        pattern already.
+        patterns: MutableMapping[str, dict] | None = None,
+        summaries: MutableMapping[str, dict] | None = None,
+        replay_log: MutableMapping[str, dict] | None = None,
+        lanes: MutableMapping[str, dict] | None = None,
+    ) -> BatchOutcome:
+        """``amend``, each finding that breaks it dead-lettered alone."""
 
-        The new revision adds the pattern's reason to the earlier score and never lowers the
-        lane; the reason is kept for a re-assessment still to come.
-        """
-        entry = links.get(waybill)
-        arrival = (entry or {}).get("pre_arrival")
-        if not arrival or "summary" not in arrival:
-            return False
-        flagged = arrival.get("flags") or []
-        if reason["code"] in flagged:
-            return False
-        summary = arrival["summary"]
-        score = summary["risk_score"] + reason["contribution"]
-        revision = arrival["revision"] + 1
-        topic, partition, offset = arrival["source"]
-        decision = self._decision(  # the amendment: what changed, on the earlier score
-            PRE_ARRIVAL,
-            summary | {"house_waybill": waybill},
-            quality.QualityReport(findings=[], score=summary["quality_score"], unusable=None),
-            (score, [reason], None),
-            InboundMessage(None, None, topic, partition, offset, 0),
-            revision_id(arrival["decision_id"], revision),
-            revision,
-            {"decision_id": arrival["decision_id"]},
-            floor_route=arrival["route"],
-        )
-        emit(out, decision, pos, arrival["key"].encode(), now_ms)
-        pending = arrival.get("pending")
-        if pending:  # the re-assessment keeps the pattern's reason with the others
-            pending = dict(pending, extra=[*pending["extra"], reason])
-        updated = dict(
-            arrival,
-            decision_id=decision["decision_id"],
-            route=decision["route"],
-            revision=revision,
-            summary=dict(summary, risk_score=score),
-            flags=[*flagged, reason["code"]],
-            pending=pending,
-        )
-        links[waybill] = dict(entry, pre_arrival=updated)
-        return True
+        def run(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
+            return self.amend(batch, t[0], now_ms, *t[1:])
 
-    def _reassess(
-        self,
-        out: BatchOutcome,
-        pending: list[tuple[str, int, dict, dict]],
-        links: MutableMapping[str, dict],
-        now_ms: int,
-        lanes: MutableMapping[str, dict] | None,
-    ) -> None:
-        """Re-assess pre-arrival declarations that came before their pre-loading filing.
-
-        ``pending``: (waybill, position of the pre-loading filing, pre-arrival link entry, the
-        new pre-loading link entry). One batch call for all of them, like any batch. A new
-        decision (next revision) is published only if the lane changes, so consignments filed
-        in order still yield exactly one decision per filing.
-        """
-        # The rules run again on the kept facts, now with the pre-loading outcome; the list,
-        # revenue, model and pattern reasons do not depend on it and are kept as they were.
-        facts = [
-            facts_from_entry(arrival["pending"]["facts"], pre_loading["outcome"], True)
-            for _, _, arrival, pre_loading in pending
-        ]
-        scores = _merge(
-            score_batch(facts, self.targeting_rules),
-            [arrival["pending"]["extra"] for _, _, arrival, _ in pending],
-        )
-        decisions = []
-        for (waybill, _, arrival, pre_loading), scored in zip(pending, scores, strict=True):
-            kept = arrival["pending"]
-            q = arrival["quality"]
-            report = quality.QualityReport(findings=q["findings"], score=q["score"], unusable=None)
-            topic, partition, offset = arrival["source"]
-            source = InboundMessage(arrival["key"].encode(), None, topic, partition, offset, 0)
-            revision = arrival["revision"] + 1
-            model = ModelPart(*kept["model"], None) if kept["model"] else None
-            decisions.append(
-                self._decision(
-                    PRE_ARRIVAL,
-                    arrival["summary"] | {"house_waybill": waybill},
-                    report,
-                    scored,
-                    source,
-                    revision_id(arrival["decision_id"], revision),
-                    revision,
-                    pre_loading,
-                    kept["revenue"],
-                    model,
-                )
-            )
-        decisions = self._allocate_lanes(decisions, now_ms, lanes)
-        for (waybill, pos, arrival, _), decision in zip(pending, decisions, strict=True):
-            updated = dict(arrival, pending=None)
-            if decision["route"] != arrival["route"]:
-                emit(out, decision, pos, arrival["key"].encode(), now_ms)
-                updated.update(
-                    decision_id=decision["decision_id"],
-                    route=decision["route"],
-                    revision=decision["revision"],
-                )
-            links[waybill] = dict(links[waybill], pre_arrival=updated)
+        tables = (links, patterns, summaries, replay_log, lanes)
+        return run_isolated(run, messages, tables, None, now_ms)
 
     def _decision(
         self,
@@ -646,16 +727,12 @@ class Assessor:
         other: dict | None,
         revenue: dict | None = None,
         model: ModelPart | None = None,
-        floor_route: str | None = None,
     ) -> dict:
-        """The one builder of a decision record (first assessment, re-assessment, split
-        amendment): every revision carries the same fields. ``identity`` is the filing or
-        what a link entry kept of it; ``floor_route``: a lane this revision may not go below."""
+        """The one builder of a decision record (a filing, an amendment, a re-assessment):
+        every revision carries the same fields. ``identity``: the filing's record."""
         score, reasons, forced = scored
         rules = self.targeting_rules
         route, placi = route_for(stage, score, rules.thresholds, forced)
-        if floor_route is not None and SEVERITY[floor_route] > SEVERITY[route]:
-            route = floor_route
         return {
             "decision_id": did,
             "revision": revision,

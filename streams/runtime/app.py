@@ -34,7 +34,7 @@ from greenlane.streams.core.pipeline import Assessor
 from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
-from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, STAGE_TOPIC_ROLE
+from greenlane.streams.domain.vocabulary import STAGE_TOPIC_ROLE
 from greenlane.streams.runtime import admin, metrics, offsets
 from greenlane.streams.runtime.checkpoint import Checkpoint
 from greenlane.streams.runtime.health import (
@@ -163,15 +163,16 @@ def record_metrics(
     """A batch's figures, once the broker confirmed it (latency is to confirmation).
 
     ``stage``: the filing stage, or the internal topic's role (pattern observations and
-    findings), whose decisions are amendments timed from the declaration, not the finding."""
+    findings). Every decision, revisions included, is timed from the message that caused it;
+    a pattern amendment is also timed from the declaration that completed the pattern."""
     consumed.inc(len(messages))
     done_ms = time.time() * 1000
     metrics.BATCH_SIZE.labels(stage).observe(len(messages))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
-    if stage in STAGE_TOPIC_ROLE:
-        latency = metrics.DECISION_LATENCY.labels(stage)
-        for pos in outcome.decision_sources:
-            latency.observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+    for d, pos in zip(outcome.decisions, outcome.decision_sources, strict=True):
+        metrics.DECISION_LATENCY.labels(d["stage"]).observe(
+            max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000)
+        )
     for received in outcome.amended_from:
         metrics.PATTERN_AMENDMENT_LATENCY.observe(max(0.0, (done_ms - received) / 1000))
     if outcome.amended_from:
@@ -521,22 +522,13 @@ def create_app(s: Settings | None = None) -> faust.App:
     def assess_stage(
         stage: str,
     ) -> Callable[[list[InboundMessage], list[Overlay], int], BatchOutcome]:
-        arrival = stage == PRE_ARRIVAL
-
         def run(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
             rulebook.refresh()  # a time check; re-reads the profiles only when they changed
             if scorer.refresh():
                 metrics.MODEL_INFO.info({"version": scorer.version or "none"})
-            return assessor.assess_isolated(
-                stage,
-                messages,
-                views[0],
-                now_ms,
-                views[1] if arrival else None,
-                views[2] if arrival else None,
-                views[3],
-                views[4],  # pre-loading too: a re-assessed declaration may change lanes
-            )
+            # every table for both stages: a pre-loading filing re-assesses its declaration
+            # with the full engine (patterns read, summaries and lanes written)
+            return assessor.assess_isolated(stage, messages, views[0], now_ms, *views[1:])
 
         return run
 
@@ -563,13 +555,11 @@ def create_app(s: Settings | None = None) -> faust.App:
         (patterns, replays),
         isolated(sellers.assess),
     )
-    batch_agent(
-        FINDING,
-        "patterns amend",
-        FINDING,
-        (links, replays),
-        isolated(assessor.amend),
-    )
+
+    def amend(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
+        return assessor.amend_isolated(messages, views[0], now_ms, *views[1:])
+
+    batch_agent(FINDING, "patterns amend", FINDING, tables, amend)
 
     outcomes_topic = app.topic(
         s.topics.name("inspection_outcome"), key_serializer="raw", value_serializer="raw"

@@ -400,15 +400,19 @@ class LaneAllocator:
         decisions: Sequence[dict],
         now_ms: int,
         state: MutableMapping[str, dict] | None = None,
+        previous: Sequence[str | None] | None = None,
     ) -> list[LaneChange | None]:
         """Per decision: None (unchanged) or the lane change and its reason.
 
         Only PRE_ARRIVAL decisions are considered, one by one in the given order. Forced
         decisions (``forced`` true, or a ``forced_outcome`` set by a targeting rule) and those
         with a critical reason (the destination's ``critical_reasons``) are left alone but
-        count towards the window. Re-assessments (``revision`` > 0) add their
-        INSPECT, not another consignment. ``now_ms`` caps the event time (a filing time in
-        the future). ``state``: where the counts are read and written (a batch's overlay);
+        count towards the window. ``previous``: per decision, the route of the consignment's
+        earlier decision at this stage (None: a new consignment; default: none earlier). A
+        revision is not another consignment, and one whose earlier decision was an INSPECT
+        keeps its place under the ceiling (it was counted then) and counts no second
+        inspection. ``now_ms`` caps the event time (a filing time in the future).
+        ``state``: where the counts are read and written (a batch's overlay);
         None keeps them in the allocator.
         """
         state = self._own_state if state is None else state
@@ -429,9 +433,11 @@ class LaneAllocator:
                 windows[country, partition] = window
             t = min(d.get("filing_time") or now_ms, now_ms)
             window.advance(t)
-            new = 0 if d.get("revision") else 1
+            earlier = previous[i] if previous is not None else None
+            new = 0 if earlier is not None else 1
+            held = earlier == INSPECT  # counted when it was decided: keeps its place
             route = d["route"]
-            inspected = 0
+            inspected = False
             if d.get("forced") or d.get("forced_outcome"):
                 inspected = route == INSPECT
             elif dest.selector.picks(d["house_waybill"]):
@@ -445,11 +451,11 @@ class LaneAllocator:
             elif route == INSPECT:
                 volume = max(window.total + new, dest.warm_up)
                 allowance = math.floor(lanes.inspect_ceiling * volume + 1e-9)
-                if window.inspected < allowance or _critical_reason(d, lanes):
-                    inspected = 1  # a critical reason is inspected whatever the quota
+                if held or window.inspected < allowance or _critical_reason(d, lanes):
+                    inspected = True  # a critical reason is inspected whatever the quota
                 else:
                     out[i] = self._downgrade(country, lanes, window, new, d["risk_score"])
-            window.add(t, new, int(inspected))
+            window.add(t, new, int(inspected and not held))
         for (country, partition), window in windows.items():
             if window.changed:
                 state[lane_key(country, partition)] = window.entry()

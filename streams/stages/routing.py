@@ -47,8 +47,8 @@ def _by_score(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]
     return RELEASE, None
 
 
-def carrier_response(decision: dict, responded_at: int) -> dict:
-    """What the carrier sees of a decision: the outcome and the codes it may act on."""
+def carrier_codes(decision: dict) -> list[dict]:
+    """The codes a carrier may act on: every quality finding and the visible reasons."""
     codes = [
         {"code": f["code"], "message": f"{f['field']}: {f['message']}"}
         for f in decision["quality_findings"]
@@ -58,6 +58,18 @@ def carrier_response(decision: dict, responded_at: int) -> dict:
         for r in decision["reasons"]
         if r["carrier_visible"]
     )
+    return codes
+
+
+def shown_codes(decision: dict) -> list[str]:
+    """What the carrier was told, in a form to compare: a re-assessment that changes it is
+    published as a new revision."""
+    return sorted({c["code"] for c in carrier_codes(decision)})
+
+
+def carrier_response(decision: dict, responded_at: int) -> dict:
+    """What the carrier sees of a decision: the outcome and the codes it may act on."""
+    codes = carrier_codes(decision)
     return {
         "response_id": decision["decision_id"],
         "carrier_id": decision["carrier_id"],

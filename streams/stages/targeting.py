@@ -106,6 +106,7 @@ class Rule:
     valid_from: int | None = None  # epoch ms, inclusive
     valid_until: int | None = None  # epoch ms, exclusive
     refer: tuple[str, ...] = ()  # partner agencies that get a copy of the decision
+    reads_link: bool = False  # a condition on the other filing (LINK_CONDITIONS)
 
     def evaluate(self, facts: FilingFacts) -> dict | None:
         """The reason this rule gives for a filing, or None when it does not fire."""
@@ -160,6 +161,13 @@ class TargetingRules:
         by_stage = {st: tuple(r for r in self.rules if st in r.stages) for st in STAGES}
         object.__setattr__(self, "_by_stage", by_stage)
         object.__setattr__(self, "_refer", {r.code: r.refer for r in self.rules if r.refer})
+        reads = {st: any(r.reads_link for r in by_stage[st]) for st in STAGES}
+        object.__setattr__(self, "_reads_link", reads)
+
+    def reads_link(self, stage: str) -> bool:
+        """Whether a rule of ``stage`` reads the other filing (its outcome, or whether there
+        is one): only then can the other filing change this stage's assessment."""
+        return self._reads_link[stage]  # type: ignore[attr-defined]
 
     def referrals(self, reasons: list[dict]) -> list[str]:
         """The partner agencies the fired rules refer the consignment to."""
@@ -358,6 +366,8 @@ CONDITIONS: dict[str, Callable[[Any, str], Predicate]] = {
     "value_between": _band("total_value", "value"),
     "weight_between": _band("weight_kg", "weight kg"),
 }
+# Conditions on the other filing of the consignment: a rule with one is re-run when it changes.
+LINK_CONDITIONS = frozenset({"linked_outcome_in", "no_linked_filing"})
 # Conditions that only make sense for one stage restrict the rule to it.
 STAGE_OF_CONDITION = {
     "value_per_kg_below": PRE_ARRIVAL,
@@ -458,6 +468,7 @@ def _rule(
         valid_from=valid_from,
         valid_until=valid_until,
         refer=refer,
+        reads_link=bool(LINK_CONDITIONS & set(when)),
     )
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from greenlane.models.feedback import LabelledHistory
-from tests.factories import NOW_MS
+from greenlane.streams.domain.vocabulary import PRE_ARRIVAL as PA
+from greenlane.streams.domain.vocabulary import PRE_LOADING as PL
+from tests.factories import NOW_MS, pre_loading
+from tests.integration.conftest import wait_until
 from tests.integration.test_worker import DECISIONS, arrival, waybills
 
 pytestmark = pytest.mark.integration
@@ -66,3 +69,40 @@ def test_outcomes_become_labelled_history_and_strays_are_dead_lettered(harness):
     assert sorted(r["error_code"] for r in dead) == ["OUTCOME_UNKNOWN_DECISION", "OUT_OF_BOUNDS"]
     [bounded] = [r for r in dead if r["error_code"] == "OUT_OF_BOUNDS"]
     assert bounded["error_message"].startswith("notes: 5,000 characters")
+
+
+def test_an_amendment_revises_the_declaration_and_an_outcome_for_the_revision_joins(harness):
+    [w] = waybills(1)
+    harness.send("pre_loading", [pre_loading(w)])
+    harness.read(DECISIONS, lambda rs: any(r["house_waybill"] == w for r in rs))
+    harness.send("pre_arrival", [arrival(w)])
+    harness.read(DECISIONS, lambda rs: sum(r["house_waybill"] == w for r in rs) >= 2)
+    amended = pre_loading(
+        w, message_id=f"PL-{w}-2", cargo_description="pistol replica parts", hs_code="930510"
+    )
+    harness.send("pre_loading", [amended])
+
+    def revised(rs: list[dict]) -> bool:
+        return any(r["house_waybill"] == w and r["revision"] == 1 for r in rs if r["stage"] == PA)
+
+    mine = [r for r in harness.read(DECISIONS, revised) if r["house_waybill"] == w]
+    [first] = [r for r in mine if r["stage"] == PA and r["revision"] == 0]
+    [revision] = [r for r in mine if r["stage"] == PA and r["revision"] == 1]
+    [loading] = [r for r in mine if r["stage"] == PL and r["revision"] == 1]
+    assert first["route"] == "RELEASE" and loading["placi_outcome"] == "DO_NOT_LOAD"
+    assert (
+        revision["route"] == "INSPECT" and revision["linked_decision_id"] == loading["decision_id"]
+    )
+    assert revision["risk_score"] == sum(r["contribution"] for r in revision["reasons"])
+
+    harness.send("inspection_outcome", [outcome(revision, "SEIZED", 10.0)])
+    history = LabelledHistory(Path(harness.env["GREENLANE_HISTORY"]))
+
+    def joined() -> bool:
+        if not history.parts():
+            return False
+        return w in set(history.read()["house_waybill"].to_list())
+
+    wait_until(joined, f"the outcome for {w}'s revision in the labelled history")
+    [row] = [r for r in history.read().to_dicts() if r["house_waybill"] == w]
+    assert row["decision_id"] == revision["decision_id"] and row["fraud"] == 1

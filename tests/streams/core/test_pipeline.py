@@ -1,10 +1,11 @@
+import base64
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from greenlane.streams.core.pipeline import decision_id
+from greenlane.streams.core.pipeline import decision_id, revision_id
 from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL, PRE_LOADING
@@ -111,16 +112,26 @@ def test_pre_arrival_first_is_reassessed_when_its_pre_loading_changes_the_lane(a
     assert revised["message_id"] == "PA-H6"
     assert revised["decision_id"] != pa["decision_id"]
     assert len(out.responses) == 2
-    entry = links["H6"]
-    assert entry["pre_arrival"]["pending"] is None and entry["pre_arrival"]["revision"] == 1
+    entry = links["H6"]["pre_arrival"]
+    assert entry["revision"] == 1 and entry["decision_id"] == revised["decision_id"]
+    assert entry["route"] == "INSPECT"
 
 
-def test_pre_arrival_first_with_a_harmless_pre_loading_adds_no_decision(assessor):
+def test_a_pre_loading_that_only_answers_the_missing_filing_revises_the_codes(assessor):
     links: dict = {}
     assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("H7")]), links, NOW_MS)
     out = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pre_loading("H7")]), links, NOW_MS)
-    assert [d["stage"] for d in out.decisions] == [PRE_LOADING]
-    assert links["H7"]["pre_arrival"]["pending"] is None
+    assert [d["stage"] for d in out.decisions] == [PRE_LOADING, PRE_ARRIVAL]
+    revised = out.decisions[1]
+    assert revised["revision"] == 1 and revised["route"] == "RELEASE"
+    assert revised["reasons"] == []  # the carrier is no longer told a filing is missing
+    # an amendment of the pre-loading that changes nothing the declaration shows adds nothing
+    amended = pre_loading("H7", message_id="PL-H7-2")
+    again = assessor.assess(
+        PRE_LOADING, messages(PRE_LOADING, [amended], start_offset=1), links, NOW_MS
+    )
+    assert [(d["stage"], d["revision"]) for d in again.decisions] == [(PRE_LOADING, 1)]
+    assert links["H7"]["pre_arrival"]["revision"] == 1
 
 
 def test_quality_findings_reach_the_decision_the_response_and_the_counts(assessor):
@@ -263,14 +274,24 @@ def test_split_shipments_flag_the_group_on_the_sellers_partition_and_amend_every
         d = third[waybill]
         assert d["revision"] == 1 and d["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
         assert "180" in d["reasons"][0]["evidence"]
-        assert d["linked_decision_id"] == firsts[n]["decision_id"]
+        assert d["decision_id"] == revision_id(firsts[n]["decision_id"], 1)
         assert d["message_id"] == f"PA-{waybill}"
         assert d["risk_score"] == firsts[n]["risk_score"] + d["reasons"][0]["contribution"]
         assert links[waybill]["pre_arrival"]["revision"] == 1
-        assert links[waybill]["pre_arrival"]["flags"] == ["P_SPLIT_SHIPMENT"]
+        assert [f["code"] for f in links[waybill]["pre_arrival"]["flags"]] == ["P_SPLIT_SHIPMENT"]
     assert len(amended[2].responses) == 3 and len(amended[2].amended_from) == 3
     enc = WireEncoder(SCHEMAS_DECISION, 9)
     assert all(enc.encode(d) for d in amended[2].decisions)  # amendments are complete records
+    for d in amended[2].decisions:
+        assert d["risk_score"] == sum(r["contribution"] for r in d["reasons"])
+        assert d["revenue"] is not None
+
+    # a re-assessment (the pre-loading arrives) keeps the pattern's reason
+    pl = pre_loading("SP0", cargo_description="drone with lithium battery", hs_code="880622")
+    reassessed = assessor.assess(PRE_LOADING, messages(PRE_LOADING, [pl]), Overlay(links), NOW_MS)
+    revised = reassessed.decisions[1]
+    assert revised["revision"] == 2 and revised["route"] == "INSPECT"
+    assert {"P_SPLIT_SHIPMENT", "R_PRE_LOADING_REFERRAL"} <= {r["code"] for r in revised["reasons"]}
 
     # a finding delivered twice amends once (the link remembers the pattern)
     again = assessor.amend(forwarded(found, "pattern_finding"), Overlay(links), NOW_MS)
@@ -280,8 +301,10 @@ def test_split_shipments_flag_the_group_on_the_sellers_partition_and_amend_every
     fresh_links = Overlay(
         {k: dict(v, pre_arrival=dict(v["pre_arrival"], flags=[])) for k, v in links.items()}
     )
-    first = assessor.amend(forwarded(found, "pattern_finding"), fresh_links, NOW_MS, log)
-    replayed = assessor.amend(forwarded(found, "pattern_finding"), Overlay(links), NOW_MS, log)
+    first = assessor.amend(forwarded(found, "pattern_finding"), fresh_links, NOW_MS, replay_log=log)
+    replayed = assessor.amend(
+        forwarded(found, "pattern_finding"), Overlay(links), NOW_MS, replay_log=log
+    )
     assert replayed.decisions == first.decisions and replayed.replayed == 3
 
     other_seller = parcel(9)
@@ -429,18 +452,17 @@ def test_a_replayed_pre_loading_filing_republishes_the_revision_it_caused(assess
     assert not views["links"].changes()
 
 
-def test_a_waiting_declaration_keeps_no_party_names_or_addresses_in_its_link_entry(assessor):
-    consignee = party("Jan Kowalski", "DE", address="ul. Lipowa 5, 00-001 Warszawa")
-    seller = party("Huaxin Supply Chain Co., Ltd.", "CN", address="8 Gangwan Rd, Shenzhen")
-    rec = pre_arrival("PD1", consignee=consignee, seller=seller)  # by air, before pre-loading
+def test_a_link_entry_keeps_each_stage_latest_filing_as_received(assessor):
+    rec = pre_arrival("PD1", seller=party("Huaxin Supply Chain Co., Ltd.", "CN"))
     links: dict = {}
-    [first] = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, [rec]), links, NOW_MS).decisions
-    assert links["PD1"]["pre_arrival"]["pending"] is not None  # it waits for re-assessment
-    stored = json.dumps(links)
-    for secret in ("Kowalski", "Lipowa", "Huaxin", "Gangwan"):
-        assert secret not in stored
-    assert "W_PARTY_WATCHLIST" in stored  # the finding itself is kept, without the names
-    assert "Huaxin" in json.dumps(first["reasons"])  # the first decision explains it in full
+    msgs = messages(PRE_ARRIVAL, [rec])
+    assessor.assess(PRE_ARRIVAL, msgs, links, NOW_MS)
+    side = links["PD1"]["pre_arrival"]
+    assert base64.b64decode(side["filing"]) == msgs[0].value  # the bytes, not decoded fields
+    assert "Huaxin" not in json.dumps(links)
+    [again] = assessor.decoders[PRE_ARRIVAL].decode_batch([base64.b64decode(side["filing"])])
+    assert again["seller"]["name"] == "Huaxin Supply Chain Co., Ltd."
+    assert side["source"] == [msgs[0].topic, msgs[0].partition, msgs[0].offset]
 
 
 def test_re_assessment_from_the_kept_facts_equals_assessing_in_filing_order(assessor):

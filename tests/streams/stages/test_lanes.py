@@ -440,8 +440,24 @@ def test_a_re_assessment_counts_its_inspection_not_another_consignment(tmp_path)
     )
     alloc = LaneAllocator(s)
     alloc.allocate([decision(i, 0) for i in range(10)], NOW)
-    alloc.allocate([decision(3, 90, revision=1)], NOW)
+    alloc.allocate([decision(3, 90, revision=1)], NOW, previous=["RELEASE"])
     assert alloc.window("DE") == (1, 10)
+    # revised again, still an inspection: it keeps its place and counts no second one
+    assert alloc.allocate([decision(3, 95, revision=2)], NOW, previous=["INSPECT"]) == [None]
+    assert alloc.window("DE") == (1, 10)
+
+
+def test_a_revision_that_was_inspected_is_not_downgraded_when_the_quota_is_full(tmp_path):
+    s = settings_with(
+        tmp_path,
+        default={"inspect_ceiling": 0.1, "min_random_rate": 0.0, "warm_up_consignments": 0},
+    )
+    alloc = LaneAllocator(s)
+    alloc.allocate([decision(i, 90 if i == 9 else 0) for i in range(10)], NOW)  # 1 of 10
+    [full] = alloc.allocate([decision(10, 90)], NOW)
+    assert full is not None and full.route == HOLD  # a new inspection would exceed it
+    assert alloc.allocate([decision(9, 99, revision=1)], NOW, previous=["INSPECT"]) == [None]
+    assert alloc.window("DE") == (1, 11)
 
 
 def test_reconfigure_keeps_counts_when_the_window_is_unchanged(tmp_path):
