@@ -89,9 +89,11 @@ def dead_letter(
     schema_id: int | None,
     record: dict | None,
     now_ms: int,
+    answer_key: bytes | None = None,
 ) -> None:
     """A message set aside; a filing's carrier is answered (``stage`` None: an internal
-    record, which has no carrier to answer)."""
+    record, which has no carrier to answer), under ``answer_key`` if given (the house
+    waybill of a filing sent under another key), else under the message's key."""
     dead = dead_letter_record(msg, code, why, schema_id, record, now_ms)
     out.dead_letters.append((msg.key, dead))
     if stage is None:
@@ -99,7 +101,8 @@ def dead_letter(
     waybill = (record or {}).get("house_waybill") or (
         msg.key.decode("utf-8", "replace") if msg.key else None
     )
-    out.responses.append((msg.key, rejection_response(dead, stage, waybill)))
+    key = answer_key if answer_key is not None else msg.key
+    out.responses.append((key, rejection_response(dead, stage, waybill)))
 
 
 def replay_logged(

@@ -39,6 +39,7 @@ from greenlane.streams.domain.state import Overlay
 from greenlane.streams.domain.vocabulary import (
     PRE_ARRIVAL,
     PRE_LOADING,
+    SEVERITY,
     STAGE_TOPIC_ROLE,
 )
 from greenlane.streams.settings import schema_path
@@ -50,7 +51,12 @@ from greenlane.streams.stages.bounds import (
     message_problem,
 )
 from greenlane.streams.stages.enrichment import filing_facts, totals
-from greenlane.streams.stages.lanes import LaneAllocator, apply_change, load_lane_settings
+from greenlane.streams.stages.lanes import (
+    LaneAllocator,
+    LaneSettings,
+    apply_change,
+    load_lane_settings,
+)
 from greenlane.streams.stages.patterns import (
     ENTITY_PATTERNS,
     FILING_PATTERNS,
@@ -95,12 +101,23 @@ class _Job:
     previous: dict | None  # the latest decision of this stage for the waybill, as kept
     other: dict | None  # the latest decision of the other stage, as kept
     flags: list[dict]  # reasons found later by the seller-keyed patterns
+    cause: str = "FILING"  # the decision's revision_cause
     force_publish: bool = False
 
 
 def _read_only(table: MutableMapping[str, dict] | None) -> MutableMapping[str, dict] | None:
     """A throw-away overlay: the stage reads the table, its writes are dropped."""
     return None if table is None else Overlay(table)
+
+
+def _with_effect(scored: Scored, effect: quality.Effect) -> Scored:
+    """A score with what the data-quality findings force (the stricter outcome wins)."""
+    if effect.forced is None:
+        return scored
+    score, reasons, forced = scored
+    if forced is None or SEVERITY[effect.forced] > SEVERITY[forced]:
+        forced = effect.forced
+    return score, [*reasons, effect.reason], forced
 
 
 def _merge(scores: list[Scored], extra: Sequence[list[dict]]) -> list[Scored]:
@@ -166,6 +183,48 @@ class Assessor:
         self.partitions = partitions
         self.finding_decoder = finding_decoder
         self._bounds_checks: dict[str, Callable[[dict, int], str | None]] = {}
+        self._versions: tuple[TargetingRules, dict[str, str]] | None = None
+
+    def reconfigure(
+        self,
+        quality_rules: quality.QualityRules | None = None,
+        lists: Lists | None = None,
+        revenue_settings: RevenueSettings | None = None,
+        pattern_settings: PatternSettings | None = None,
+        lanes: LaneSettings | None = None,
+    ) -> None:
+        """Put reloaded settings sets in force (settings.watch), with what is derived from
+        them; the next batch uses them and its decisions record their versions."""
+        if quality_rules is not None:
+            self.quality_rules = quality_rules
+            self.rates = quality_rules.reference_rates
+            self._bounds_checks = {}
+        if lists is not None:
+            self.lists = lists
+        if revenue_settings is not None:
+            self.revenue_settings = revenue_settings
+            self._de_minimis_cache = {}
+        if pattern_settings is not None:
+            self.pattern_settings = pattern_settings
+        if lanes is not None:
+            self.lanes.reconfigure(lanes)
+        self._versions = None
+
+    def settings_versions(self) -> dict[str, str]:
+        """The version or digest of every settings set in force (one dict shared by the
+        decisions until a set changes)."""
+        rules = self.targeting_rules
+        if self._versions is None or self._versions[0] is not rules:
+            versions = {
+                "profiles": rules.version,
+                "lists": ",".join(f"{f}@{v}" for f, v in sorted(self.lists.versions.items())),
+                "lanes": self.lanes.settings.version,
+                "revenue": self.revenue_settings.digest,
+                "quality": self.quality_rules.digest,
+                "patterns": self.pattern_settings.version,
+            }
+            self._versions = (rules, versions)
+        return self._versions[1]
 
     def _bounds_check(self, stage: str) -> Callable[[dict, int], str | None]:
         """The stage's bounds checker (stages.bounds), compiled once from its schema."""
@@ -321,10 +380,19 @@ class Assessor:
                 records.append(item)
                 positions.append(i)
 
-        reports = quality.assess_batch(records, stage, self.quality_rules)
+        keys = [messages[pos].key for pos in positions]
+        reports = quality.assess_batch(records, stage, self.quality_rules, keys)
         usable: list[tuple[int, dict, quality.QualityReport]] = []
         for pos, record, report in zip(positions, records, reports, strict=True):
-            if report.unusable:
+            rejected = quality.effect(report, stage, self.quality_rules).rejected
+            if rejected is not None:  # answered under its house waybill, whatever its key
+                why = f"{rejected['field']}: {rejected['message']}"
+                out.findings.update(f["code"] for f in report.findings)
+                waybill = record["house_waybill"].encode()
+                dead_letter(
+                    out, stage, messages[pos], rejected["code"], why, None, record, now_ms, waybill
+                )
+            elif report.unusable:
                 dead_letter(
                     out,
                     stage,
@@ -378,7 +446,8 @@ class Assessor:
             )
             jobs = first + again
             for job, decision in zip(jobs, decided, strict=True):
-                self._publish(out, job, decision, links, summaries, now_ms)
+                self._publish(out, job, decision, links, now_ms)
+            self._keep_summaries(list(zip(jobs, decided, strict=True)), summaries)
             self._reassess(stage, out, jobs, links, now_ms, patterns, summaries, lanes)
             if stage == PRE_ARRIVAL and patterns is not None and first:
                 self._observe(out, first, decided[: len(first)])
@@ -407,6 +476,7 @@ class Assessor:
             previous=previous,
             other=entry.get(SIDE[OTHER_STAGE[stage]]),
             flags=list((previous or {}).get("flags") or []),
+            cause="AMENDMENT" if previous else "FILING",
         )
 
     def _engine(
@@ -446,7 +516,17 @@ class Assessor:
         )
         decisions = [
             self._decision(
-                stage, j.record, j.report, scored, j.msg, j.did, j.revision, j.other, rev, model
+                stage,
+                j.record,
+                j.report,
+                _with_effect(scored, quality.effect(j.report, stage, self.quality_rules)),
+                j.msg,
+                j.did,
+                j.revision,
+                j.other,
+                rev,
+                model,
+                j.cause,
             )
             for j, scored, rev, model in zip(jobs, scores, revenues, models, strict=True)
         ]
@@ -454,22 +534,34 @@ class Assessor:
         changes = self.lanes.allocate(decisions, now_ms, lanes, previous)
         return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
 
+    def _keep_summaries(
+        self,
+        published: Sequence[tuple[_Job, dict]],
+        summaries: MutableMapping[str, dict] | None,
+    ) -> None:
+        """What the feedback join needs of every published pre-arrival decision, revisions
+        included, so an outcome for any of them joins (one batch call)."""
+        arrival = [(j, d) for j, d in published if d["stage"] == PRE_ARRIVAL]
+        if summaries is None or not arrival:
+            return
+        made = summaries_from_decisions(
+            [d for _, d in arrival], [j.record for j, _ in arrival], self.rates
+        )
+        for (job, decision), summary in zip(arrival, made, strict=True):
+            summaries[decision["decision_id"]] = summary | {"partition": job.msg.partition}
+
     def _publish(
         self,
         out: BatchOutcome,
         job: _Job,
         decision: dict,
         links: MutableMapping[str, dict],
-        summaries: MutableMapping[str, dict] | None,
         now_ms: int,
     ) -> None:
-        """Emit a decision (answered to the carrier under its filing's key), keep its summary
-        for the feedback join, and make it the latest of its stage in the link entry."""
+        """Emit a decision (answered to the carrier under its filing's key) and make it the
+        latest of its stage in the link entry."""
         msg = job.msg
         emit(out, decision, job.trigger, msg.key, now_ms)
-        if decision["stage"] == PRE_ARRIVAL and summaries is not None:
-            [summary] = summaries_from_decisions([decision], [job.record], self.rates)
-            summaries[decision["decision_id"]] = summary | {"partition": msg.partition}
         waybill = decision["house_waybill"]
         entry = dict(links.get(waybill) or {})
         entry[SIDE[decision["stage"]]] = {
@@ -535,6 +627,7 @@ class Assessor:
                     previous=side,
                     other=entry.get(SIDE[OTHER_STAGE[stage]]),
                     flags=list(side.get("flags") or []) if flags is None else flags,
+                    cause="OTHER_FILING" if flags is None else "PATTERN_FINDING",
                     force_publish=flags is not None,
                 )
             )
@@ -570,12 +663,12 @@ class Assessor:
         patterns: MutableMapping[str, dict] | None,
         summaries: MutableMapping[str, dict] | None,
         lanes: MutableMapping[str, dict] | None,
-    ) -> list[bool]:
+    ) -> None:
         """Assess kept filings again with the full engine; a new revision is published when
         the route, the PLACI outcome or the codes shown to the carrier change (or the job
-        says so: a new pattern reason). Which were published, per job."""
+        says so: a new pattern reason)."""
         if not jobs:
-            return []
+            return
         stage = jobs[0].stage
         decisions = self._engine(stage, jobs, now_ms, _read_only(patterns), lanes)
         published = []
@@ -587,9 +680,9 @@ class Assessor:
                 shown_codes(decision),
             ) != (side.get("route"), side.get("outcome"), side.get("shown"))
             if changed:
-                self._publish(out, job, decision, links, summaries, now_ms)
-            published.append(changed)
-        return published
+                self._publish(out, job, decision, links, now_ms)
+                published.append((job, decision))
+        self._keep_summaries(published, summaries)
 
     def _observe(self, out: BatchOutcome, jobs: Sequence[_Job], decisions: list[dict]) -> None:
         """Re-key each first declaration by seller for the seller-keyed patterns
@@ -727,6 +820,7 @@ class Assessor:
         other: dict | None,
         revenue: dict | None = None,
         model: ModelPart | None = None,
+        cause: str = "FILING",
     ) -> dict:
         """The one builder of a decision record (a filing, an amendment, a re-assessment):
         every revision carries the same fields. ``identity``: the filing's record."""
@@ -736,6 +830,7 @@ class Assessor:
         return {
             "decision_id": did,
             "revision": revision,
+            "revision_cause": cause,
             "stage": stage,
             "message_id": identity["message_id"],
             "carrier_id": identity["carrier_id"],
@@ -758,6 +853,7 @@ class Assessor:
             if other and stage == PRE_ARRIVAL
             else None,
             "ruleset_version": rules.version,
+            "settings_versions": self.settings_versions(),
             "filing_time": identity["filing_time"],
             "source_topic": msg.topic,
             "source_partition": msg.partition,

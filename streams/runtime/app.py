@@ -52,6 +52,7 @@ from greenlane.streams.runtime.state import (
     worker_ready,
 )
 from greenlane.streams.settings import Settings, schema_path, settings
+from greenlane.streams.settings.watch import Watched
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.bounds import (
     OUT_OF_BOUNDS,
@@ -60,11 +61,21 @@ from greenlane.streams.stages.bounds import (
     message_problem,
 )
 from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
-from greenlane.streams.stages.patterns import expire_state, state_partition
+from greenlane.streams.stages.patterns import expire_state, load_pattern_settings, state_partition
+from greenlane.streams.stages.revenue import load_revenue_settings
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
+from greenlane.streams.stages.watchlists import load_lists
 
 log = logging.getLogger("greenlane.worker")
 
+# The Assessor.reconfigure argument each watched settings set is given as.
+SET_ARGUMENT = {
+    "quality": "quality_rules",
+    "lanes": "lanes",
+    "revenue": "revenue_settings",
+    "patterns": "pattern_settings",
+    "lists": "lists",
+}
 LINK_TABLE = "consignment_links"
 PATTERN_TABLE = "pattern_state"
 SUMMARY_TABLE = "decision_summaries"
@@ -274,18 +285,49 @@ def create_app(s: Settings | None = None) -> faust.App:
     }
 
     def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
-        metrics.PROFILE_RELOADS.labels("refused" if error else "loaded").inc()
+        metrics.SETTINGS_RELOADS.labels("targeting", "refused" if error else "loaded").inc()
         if rules is not None:
             assessor.targeting_rules = rules
             metrics.PROFILE_INFO.info({"version": rules.version})
 
     rulebook = RuleBook(s.worker.targeting_path, s.worker.profile_check_seconds, on_reload)
+    # the other settings sets that decide, each watched like the profiles (settings.watch)
+    where = s.worker.settings_file
+
+    def on_settings(name: str, loaded: Any, error: Exception | None) -> None:
+        metrics.SETTINGS_RELOADS.labels(name, "refused" if error else "loaded").inc()
+        if loaded is not None:
+            assessor.reconfigure(**{SET_ARGUMENT[name]: loaded})
+            sellers.settings = assessor.pattern_settings
+
+    def watch(name: str, file: str, load: Callable[[Path], Any]) -> Watched:
+        path = where(file)
+        return Watched(
+            name, lambda: [path], lambda: load(path), s.worker.profile_check_seconds, on_settings
+        )
+
+    sets = {
+        "quality": watch("quality", "quality.toml", quality.load_quality_rules),
+        "lanes": watch("lanes", "lanes.yaml", load_lane_settings),
+        "revenue": watch("revenue", "revenue", load_revenue_settings),
+        "patterns": watch("patterns", "patterns.yaml", load_pattern_settings),
+    }
+
+    def lists_at(path: Path) -> Any:  # branded goods are valued in the reference currency
+        rules = sets["quality"].current
+        return load_lists(path, rules.reference_rates, rules.reference_currency)
+
+    sets["lists"] = watch("lists", "lists", lists_at)
+    watchers = [rulebook, *sets.values()]
     scorer = StreamScorer()  # the registry's current model, if any; swapped when promoted
     assessor = Assessor(
-        quality.load_quality_rules(),
+        sets["quality"].current,
         rulebook.current,
         decoders,
-        lanes=LaneAllocator(load_lane_settings(), s.topics.partitions),
+        revenue_settings=sets["revenue"].current,
+        lanes=LaneAllocator(sets["lanes"].current, s.topics.partitions),
+        pattern_settings=sets["patterns"].current,
+        lists=sets["lists"].current,
         scorer=scorer,
         partitions=s.topics.partitions,
         finding_decoder=internal[FINDING],
@@ -353,6 +395,13 @@ def create_app(s: Settings | None = None) -> faust.App:
                     view, field, older_than
                 ),
             )
+
+    @app.timer(s.worker.profile_check_seconds)
+    async def reload_settings() -> None:
+        """Settings sets whose files changed are reloaded, on an idle worker too (the
+        watchers check their files at most every profile_check_seconds)."""
+        for watcher in watchers:
+            watcher.refresh()
 
     @app.timer(TABLE_SIZE_SECONDS)
     async def export_table_sizes() -> None:
@@ -523,7 +572,6 @@ def create_app(s: Settings | None = None) -> faust.App:
         stage: str,
     ) -> Callable[[list[InboundMessage], list[Overlay], int], BatchOutcome]:
         def run(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
-            rulebook.refresh()  # a time check; re-reads the profiles only when they changed
             if scorer.refresh():
                 metrics.MODEL_INFO.info({"version": scorer.version or "none"})
             # every table for both stages: a pre-loading filing re-assesses its declaration

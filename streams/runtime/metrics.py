@@ -133,8 +133,10 @@ UNCONFIRMED_BATCHES = Gauge(
 )
 
 
-PROFILE_RELOADS = Counter(
-    "greenlane_profile_reloads", "Targeting profile reloads, by result.", ["result"]
+SETTINGS_RELOADS = Counter(
+    "greenlane_settings_reloads",
+    "Reloads of a settings set (targeting, lists, lanes, revenue, quality, patterns), by result.",
+    ["settings", "result"],
 )
 OUTCOMES = Counter(
     "greenlane_inspection_outcomes",

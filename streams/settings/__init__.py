@@ -94,9 +94,20 @@ class Worker:
     stall_seconds: float
     batches_in_flight: int
 
+    settings_dir: str = ""
+
     @property
     def targeting_path(self) -> Path | None:
         return Path(os.path.expanduser(self.targeting_dir)) if self.targeting_dir else None
+
+    def settings_file(self, name: str) -> Path:
+        """A settings file or folder (``lanes.yaml``, ``lists``): the deployment's own in
+        ``settings_dir`` when it has one, else the one shipped in streams/settings."""
+        if self.settings_dir:
+            own = Path(os.path.expanduser(self.settings_dir)) / name
+            if own.exists():
+                return own
+        return SETTINGS_DIR / name
 
 
 @dataclass(frozen=True)

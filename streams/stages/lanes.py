@@ -405,7 +405,7 @@ class LaneAllocator:
         """Per decision: None (unchanged) or the lane change and its reason.
 
         Only PRE_ARRIVAL decisions are considered, one by one in the given order. Forced
-        decisions (``forced`` true, or a ``forced_outcome`` set by a targeting rule) and those
+        decisions (``forced`` true, or a ``forced_outcome`` of INSPECT) and those
         with a critical reason (the destination's ``critical_reasons``) are left alone but
         count towards the window. ``previous``: per decision, the route of the consignment's
         earlier decision at this stage (None: a new consignment; default: none earlier). A
@@ -438,8 +438,8 @@ class LaneAllocator:
             held = earlier == INSPECT  # counted when it was decided: keeps its place
             route = d["route"]
             inspected = False
-            if d.get("forced") or d.get("forced_outcome"):
-                inspected = route == INSPECT
+            if d.get("forced") or d.get("forced_outcome") == INSPECT:
+                inspected = route == INSPECT  # a forced HOLD (a quality hold) is not exempt
             elif dest.selector.picks(d["house_waybill"]):
                 random_route = lanes.random_route
                 if ROUTE_RANK[route] < ROUTE_RANK[random_route]:

@@ -37,7 +37,11 @@ DQ_VAGUE_PARTY_NAME = "DQ_VAGUE_PARTY_NAME"
 DQ_IMPLAUSIBLE_VALUE = "DQ_IMPLAUSIBLE_VALUE"
 DQ_IMPLAUSIBLE_WEIGHT = "DQ_IMPLAUSIBLE_WEIGHT"
 DQ_LATE_FILING = "DQ_LATE_FILING"
+DQ_MISSING_KEY = "DQ_MISSING_KEY"
+DQ_KEY_NOT_WAYBILL = "DQ_KEY_NOT_WAYBILL"
+KEY_FINDINGS = (DQ_MISSING_KEY, DQ_KEY_NOT_WAYBILL)
 FINDING_CODES = (
+    *KEY_FINDINGS,
     DQ_MISSING_FIELD,
     DQ_UNKNOWN_HS_CODE,
     DQ_INVALID_COUNTRY,
@@ -50,6 +54,28 @@ FINDING_CODES = (
 )
 
 DEFAULT_PATH = SETTINGS_DIR / "quality.toml"
+
+# What a finding does to the decision (quality.toml [effects.<stage>]).
+SCORE = "score"  # it costs the quality score; the data-quality rules may weigh it
+REQUEST_FOR_INFORMATION = "request_for_information"  # the carrier must answer first
+HOLD = "hold"  # a documentary check: not released on data the rules could not read
+REJECT = "reject"  # not assessed: dead-lettered, the carrier told why
+EFFECTS = (SCORE, REQUEST_FOR_INFORMATION, HOLD, REJECT)
+# What an effect forces at each stage (the stricter of it and the score's outcome wins).
+EFFECT_OUTCOME = {
+    REQUEST_FOR_INFORMATION: {PRE_LOADING: "REQUEST_FOR_INFORMATION", PRE_ARRIVAL: "HOLD"},
+    HOLD: {PRE_LOADING: "REQUEST_FOR_INFORMATION", PRE_ARRIVAL: "HOLD"},
+}
+EFFECT_REASON = {
+    REQUEST_FOR_INFORMATION: (
+        "Q_REQUEST_FOR_INFORMATION",
+        "The filing is incomplete or unclear: answer with the missing data or an amendment",
+    ),
+    HOLD: (
+        "Q_HOLD",
+        "Data the risk assessment could not read: held for a documentary check",
+    ),
+}
 
 # What the carrier must supply, by field name, for DQ_MISSING_FIELD messages.
 _WHAT_TO_GIVE = {
@@ -97,6 +123,7 @@ class _QualityFile:
     reference_currency: str
     reference_rates: dict
     penalties: dict
+    effects: dict
     bounds: dict
 
 
@@ -125,6 +152,7 @@ class QualityRules:
     reference_rates: Mapping[str, float]  # currency -> units of reference_currency
     penalties: Mapping[str, float]  # finding code -> cost; other codes cost default_penalty
     default_penalty: float
+    effects: Mapping[str, Mapping[str, str]]  # stage -> finding code -> effect (all codes)
     countries: frozenset[str]  # ISO 3166-1 alpha-2 plus extra_country_codes
     currencies: frozenset[str]  # ISO 4217
     source: Path
@@ -268,6 +296,7 @@ def load_quality_rules(path: Path | None = None) -> QualityRules:
     _check_range("default" in penalties, f"{where}: [penalties]", "missing key 'default'")
     default_penalty = penalties.pop("default")
 
+    effects = _effects(raw.effects, f"{where}: [effects]")
     limits: Bounds = build_section(Bounds, raw.bounds, f"{where}: [bounds]")
     for key, what in limits.problems():
         raise ConfigError(f"{where}: [bounds].{key}: {what}")
@@ -301,6 +330,7 @@ def load_quality_rules(path: Path | None = None) -> QualityRules:
         reference_rates=MappingProxyType(rates),
         penalties=MappingProxyType(penalties),
         default_penalty=default_penalty,
+        effects=effects,
         countries=reference.countries() | frozenset(extra),
         currencies=currencies,
         source=path,
@@ -309,6 +339,36 @@ def load_quality_rules(path: Path | None = None) -> QualityRules:
         vague_party_name=_whole_text_pattern(party_names, 1),
         bounds=limits,
     )
+
+
+def _effects(value: Any, where: str) -> Mapping[str, Mapping[str, str]]:
+    """[effects.PRE_LOADING] and [effects.PRE_ARRIVAL]: finding code -> effect, with a
+    ``default`` for the codes not listed; the key findings can only reject (a filing under
+    another key is read on another partition than its consignment's other filing)."""
+    if not isinstance(value, dict) or set(value) != set(STAGES):
+        raise ConfigError(f"{where}: expected exactly the tables {list(STAGES)}")
+    out = {}
+    for stage in STAGES:
+        table = value[stage]
+        at = f"{where}.{stage}"
+        if not isinstance(table, dict) or "default" not in table:
+            raise ConfigError(f"{at}: expected a table with a 'default' effect")
+        for code, effect in table.items():
+            _check_range(
+                code == "default" or code in FINDING_CODES,
+                f"{at}.{code}",
+                f"unknown finding code; known: {list(FINDING_CODES)}",
+            )
+            _check_range(effect in EFFECTS, f"{at}.{code}", f"expected one of {list(EFFECTS)}")
+        by_code = {code: table.get(code, table["default"]) for code in FINDING_CODES}
+        for code in KEY_FINDINGS:
+            _check_range(
+                by_code[code] == REJECT,
+                f"{at}.{code}",
+                f"must be {REJECT!r}: the filing cannot be linked under that key",
+            )
+        out[stage] = MappingProxyType(by_code)
+    return MappingProxyType(out)
 
 
 def _hs_accept(low: int, high: int) -> frozenset[str]:
@@ -587,8 +647,72 @@ def _score(findings: list[dict], rules: QualityRules) -> float:
     return max(0.0, round(1.0 - cost, 6))
 
 
-def assess_batch(filings: Sequence[dict], stage: str, rules: QualityRules) -> list[QualityReport]:
-    """One QualityReport per filing, in order.
+def _key_finding(key: bytes | None, waybill: str) -> dict | None:
+    """The Kafka key must be the house waybill: filings are partitioned (and linked) by it."""
+    if not key:
+        return {
+            "code": DQ_MISSING_KEY,
+            "field": "(key)",
+            "message": f"The message has no key: send it keyed by its house waybill {waybill!r}.",
+        }
+    text = key.decode("utf-8", "replace")
+    if text != waybill:
+        return {
+            "code": DQ_KEY_NOT_WAYBILL,
+            "field": "(key)",
+            "message": f"Key {_shown(text)} is not the house waybill {waybill!r}: send the "
+            "filing keyed by its house waybill.",
+        }
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What a filing's findings do to its decision (quality.toml [effects])."""
+
+    rejected: dict | None  # the first finding that rejects the filing
+    forced: str | None  # the outcome the findings force at the stage (None: only the score)
+    reason: dict | None  # the reason the decision gives for it (contribution 0)
+
+
+NO_EFFECT = Effect(None, None, None)
+
+
+def effect(report: QualityReport, stage: str, rules: QualityRules) -> Effect:
+    """The strictest effect of a report's findings at ``stage``."""
+    if not report.findings:
+        return NO_EFFECT
+    table = rules.effects[stage]
+    by_effect: dict[str, list[dict]] = {}
+    for f in report.findings:
+        by_effect.setdefault(table.get(f["code"], SCORE), []).append(f)
+    if REJECT in by_effect:
+        return Effect(by_effect[REJECT][0], None, None)
+    for kind in (HOLD, REQUEST_FOR_INFORMATION):
+        found = by_effect.get(kind)
+        if found:
+            code, description = EFFECT_REASON[kind]
+            fields = ", ".join(dict.fromkeys(f"{f['code']} at {f['field']}" for f in found))
+            outcome = EFFECT_OUTCOME[kind][stage]
+            reason = {
+                "code": code,
+                "description": description,
+                "contribution": 0.0,
+                "evidence": f"{fields}; forces {outcome}",
+                "carrier_visible": True,
+            }
+            return Effect(None, outcome, reason)
+    return NO_EFFECT
+
+
+def assess_batch(
+    filings: Sequence[dict],
+    stage: str,
+    rules: QualityRules,
+    keys: Sequence[bytes | None] | None = None,
+) -> list[QualityReport]:
+    """One QualityReport per filing, in order; ``keys``: the messages' Kafka keys, checked
+    against the house waybills (None: not checked, e.g. a kept filing assessed again).
 
     ``stage`` is PRE_LOADING (records of pre_loading_filing.avsc) or PRE_ARRIVAL
     (pre_arrival_declaration.avsc), as fastavro decodes them (timestamps as UTC datetimes, or as
@@ -613,11 +737,15 @@ def assess_batch(filings: Sequence[dict], stage: str, rules: QualityRules) -> li
         raise ValueError(f"unknown filing stage {stage!r}; expected one of {STAGES}")
     reports = []
     append = reports.append
-    for record in filings:
+    for i, record in enumerate(filings):
         try:
             reason = _unusable(record, stage)
             if reason is None:
                 findings = check(record, rules)
+                if keys is not None:
+                    wrong_key = _key_finding(keys[i], record["house_waybill"])
+                    if wrong_key is not None:
+                        findings.insert(0, wrong_key)
                 append(QualityReport(findings, _score(findings, rules) if findings else 1.0, None))
                 continue
         except (KeyError, TypeError, AttributeError, ValueError) as exc:

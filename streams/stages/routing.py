@@ -17,6 +17,7 @@ from greenlane.streams.domain.vocabulary import (
 from greenlane.streams.stages.targeting import Thresholds
 
 ROUTE_TOPIC_ROLE = {RELEASE: "release", HOLD: "hold", INSPECT: "inspect"}
+RELEASED = {RELEASE, "ASSESSMENT_COMPLETE"}
 
 
 def route_for(
@@ -47,17 +48,31 @@ def _by_score(stage: str, score: float, t: Thresholds) -> tuple[str, str | None]
     return RELEASE, None
 
 
+# Told to the carrier of a held or inspected consignment whose visible codes do not explain
+# it (a watchlist hit, a random pick, an intelligence rule): that there is a control, not why.
+CUSTOMS_CONTROL = {
+    "code": "G_CUSTOMS_CONTROL",
+    "message": "Selected for a customs control; no action is needed unless the customs office "
+    "contacts you",
+}
+
+
 def carrier_codes(decision: dict) -> list[dict]:
-    """The codes a carrier may act on: every quality finding and the visible reasons."""
+    """The codes a carrier may act on: every quality finding and the visible reasons, and
+    for a consignment that is not released on reasons it may not see, that it is controlled
+    (never only a harmless visible code, such as a missing pre-loading filing)."""
     codes = [
         {"code": f["code"], "message": f"{f['field']}: {f['message']}"}
         for f in decision["quality_findings"]
     ]
-    codes.extend(
-        {"code": r["code"], "message": r["description"]}
-        for r in decision["reasons"]
-        if r["carrier_visible"]
-    )
+    hidden = False
+    for r in decision["reasons"]:
+        if r["carrier_visible"]:
+            codes.append({"code": r["code"], "message": r["description"]})
+        elif r["contribution"] > 0 or decision["random_pick"] or decision["forced_outcome"]:
+            hidden = True
+    if hidden and (decision["placi_outcome"] or decision["route"]) not in RELEASED:
+        codes.append(dict(CUSTOMS_CONTROL))
     return codes
 
 

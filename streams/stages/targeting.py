@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -28,6 +27,7 @@ from greenlane.streams.domain.vocabulary import (
     STAGES,
 )
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, read_yaml
+from greenlane.streams.settings.watch import Watched
 
 DEFAULT_FOLDER = SETTINGS_DIR / "targeting"
 # What a rule may force, and what that means at each stage (most severe wins).
@@ -543,17 +543,6 @@ def raw_rules(folder: Path | None = None) -> list[tuple[str, dict]]:
     return out
 
 
-def fingerprint(folder: Path) -> tuple:
-    """Changes whenever a file of the rule set is added, removed or edited."""
-    files = [
-        folder / "thresholds.yaml",
-        folder / "lists.yaml",
-        folder / "agencies.yaml",
-        *profile_files(folder),
-    ]
-    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files if p.exists())
-
-
 def load_targeting_rules(folder: Path | None = None) -> TargetingRules:
     """Load and validate the rule set; errors name the file, the rule and the field."""
     folder = Path(folder or DEFAULT_FOLDER)
@@ -620,13 +609,10 @@ def _by_contribution(reason: dict) -> float:
     return -reason["contribution"]
 
 
-class RuleBook:
-    """The rule set a running worker uses, reloaded when its files change.
-
-    A change is checked at most every ``check_seconds``; a set that does not validate is
-    refused (the error is logged and counted) and the previous one stays in force, so a typo
-    in a profile never stops targeting.
-    """
+class RuleBook(Watched[TargetingRules]):
+    """The rule set a running worker uses, reloaded when its files change (settings.watch):
+    a set that does not validate is refused and the previous one stays in force, so a typo
+    in a profile never stops targeting."""
 
     def __init__(
         self,
@@ -635,34 +621,10 @@ class RuleBook:
         on_reload: Callable[[TargetingRules | None, Exception | None], None] | None = None,
     ) -> None:
         self.folder = Path(folder or DEFAULT_FOLDER)
-        self.check_seconds = check_seconds
-        self.on_reload = on_reload
-        self._print = fingerprint(self.folder)
-        self.current = load_targeting_rules(self.folder)
-        self._next_check = time.monotonic() + check_seconds
-
-    def refresh(self) -> bool:
-        """Reload if the files changed; True when a new rule set is in force."""
-        now = time.monotonic()
-        if now < self._next_check:
-            return False
-        self._next_check = now + self.check_seconds
-        try:
-            current_print = fingerprint(self.folder)
-        except OSError:
-            return False  # a file replaced mid-write: look again next time
-        if current_print == self._print:
-            return False
-        self._print = current_print
-        try:
-            rules = load_targeting_rules(self.folder)
-        except (ConfigError, OSError) as exc:
-            log.error("targeting rules not reloaded, keeping %s: %s", self.current.version, exc)
-            if self.on_reload:
-                self.on_reload(None, exc)
-            return False
-        log.warning("targeting rules reloaded: %s", rules.version)
-        self.current = rules
-        if self.on_reload:
-            self.on_reload(rules, None)
-        return True
+        super().__init__(
+            "targeting",
+            lambda: [self.folder],
+            lambda: load_targeting_rules(self.folder),
+            check_seconds,
+            (lambda _name, rules, error: on_reload(rules, error)) if on_reload else None,
+        )

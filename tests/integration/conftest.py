@@ -77,8 +77,14 @@ class Harness:
         self.worker.stop()
         self.worker = None
 
-    def send(self, role: str, records: list[dict]) -> None:
-        """Produce records the way a carrier does: Confluent's Avro serializer, keyed by waybill."""
+    def send(
+        self,
+        role: str,
+        records: list[dict],
+        key_of: Callable[[dict], bytes | None] = lambda r: r["house_waybill"].encode(),
+    ) -> None:
+        """Produce records the way a carrier does: Confluent's Avro serializer, keyed by
+        waybill (``key_of``: another key, or None for none)."""
         topic = self.settings.topics.name(role)
         ser = AvroSerializer(
             admin.registry_client(self.settings),
@@ -87,7 +93,7 @@ class Harness:
         )
         ctx = SerializationContext(topic, MessageField.VALUE)
         for r in records:
-            self.producer.produce(topic, ser(r, ctx), r["house_waybill"].encode())
+            self.producer.produce(topic, ser(r, ctx), key_of(r))
         assert self.producer.flush(30) == 0
 
     def filing_offsets(self) -> int:

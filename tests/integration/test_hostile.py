@@ -175,9 +175,9 @@ def send_raw(harness: Harness, messages: list[tuple[str, bytes | None, bytes]]) 
 
 
 def answered(harness: Harness, inputs: int) -> tuple[Counter, list[dict], list[dict], set[str]]:
-    """Read first decisions and dead letters until every filing offset has one; returns the
-    first answers per source, the carrier responses, the filings' dead letters and the house
-    waybills decided."""
+    """Read the answers to filings (first filings and amendments, not re-assessments) and
+    dead letters until every filing offset has one; returns the answers per source, the
+    carrier responses, the filings' dead letters and the house waybills decided."""
     filing_topics = {harness.settings.topics.name(r) for r in STAGE_ROLES}
 
     def source(r: dict) -> tuple[str, int, int]:
@@ -187,7 +187,8 @@ def answered(harness: Harness, inputs: int) -> tuple[Counter, list[dict], list[d
         return Counter(
             source(r)
             for r in records
-            if r.get("source_topic") in filing_topics and r.get("revision", 0) == 0
+            if r.get("source_topic") in filing_topics
+            and r.get("revision_cause", "FILING") in ("FILING", "AMENDMENT")
         )
 
     records = harness.read(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
 from greenlane.streams.devtools.progress import scrape
+from greenlane.streams.settings import SETTINGS_DIR
 from greenlane.streams.stages.targeting import DEFAULT_FOLDER
 from tests.integration.conftest import Harness
 from tests.integration.test_worker import arrival, waybills
@@ -29,8 +29,19 @@ def profiles(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def harness_env_extra(profiles: Path) -> str:
-    return f'targeting_dir = "{profiles}"\nprofile_check_seconds = 0.5\n'
+def own_settings(tmp_path_factory) -> Path:
+    """The deployment's settings folder: its own lanes file, the shipped rest."""
+    folder = tmp_path_factory.mktemp("settings")
+    shutil.copy(SETTINGS_DIR / "lanes.yaml", folder / "lanes.yaml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def harness_env_extra(profiles: Path, own_settings: Path) -> str:
+    return (
+        f'targeting_dir = "{profiles}"\nsettings_dir = "{own_settings}"\n'
+        "profile_check_seconds = 0.5\n"
+    )
 
 
 def decision_for(harness: Harness, waybill: str) -> dict:
@@ -42,17 +53,19 @@ def decision_for(harness: Harness, waybill: str) -> dict:
     return d
 
 
-def wait_for_reload(harness: Harness, result: str, timeout: float = 30.0) -> None:
-    """Until the worker reports a profile reload with this result (loaded or refused)."""
+def wait_for_reload(
+    harness: Harness, result: str, settings: str = "targeting", timeout: float = 30.0
+) -> None:
+    """Until the worker reports a reload of ``settings`` with this result (loaded or
+    refused); no traffic is sent, so an idle worker must reload too."""
     deadline = time.monotonic() + timeout
+    want = {("result", result), ("settings", settings)}
     while time.monotonic() < deadline:
-        reloads = scrape(harness.metrics_url).get("greenlane_profile_reloads_total", {})
-        if sum(v for k, v in reloads.items() if ("result", result) in k):
+        reloads = scrape(harness.metrics_url).get("greenlane_settings_reloads_total", {})
+        if sum(v for k, v in reloads.items() if want <= set(k)):
             return
-        # the worker checks between batches: keep a trickle of traffic flowing
-        harness.send("pre_arrival", [arrival(f"HRX{uuid.uuid4().hex[:8]}")])
         time.sleep(0.5)
-    pytest.fail(f"no profile reload with result {result!r} within {timeout:g} s")
+    pytest.fail(f"no {settings} reload with result {result!r} within {timeout:g} s")
 
 
 def test_a_new_profile_changes_decisions_and_their_recorded_version(harness, profiles):
@@ -95,3 +108,14 @@ def test_a_broken_profile_is_refused_and_the_last_good_set_stays(harness, profil
     harness.send("pre_arrival", [arrival(wb)])
     assert decision_for(harness, wb)["forced_outcome"] == "INSPECT"  # t-shirt watch still on
     os.remove(profiles / "profiles" / "broken.yaml")
+
+
+def test_an_idle_worker_reloads_its_lanes_and_records_the_new_version(harness, own_settings):
+    [first, second] = waybills(2)
+    harness.send("pre_arrival", [arrival(first)])
+    assert decision_for(harness, first)["settings_versions"]["lanes"] == "2026.12.1"
+    lanes = own_settings / "lanes.yaml"
+    lanes.write_text(lanes.read_text().replace('version: "2026.12.1"', 'version: "2027.1-it"'))
+    wait_for_reload(harness, "loaded", "lanes")
+    harness.send("pre_arrival", [arrival(second)])
+    assert decision_for(harness, second)["settings_versions"]["lanes"] == "2027.1-it"

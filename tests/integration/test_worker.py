@@ -245,3 +245,20 @@ def test_split_shipments_across_several_filings_flag_every_consignment_of_the_gr
     ]
     assert any("180" in e for e in evidence)
     assert {r["revision"] for r in mine if r["house_waybill"] == parcels[0]} == {0, 1}
+
+
+def test_an_unkeyed_filing_is_dead_lettered_and_answered_under_its_house_waybill(harness):
+    [w] = waybills(1)
+    harness.send("pre_arrival", [arrival(w)], key_of=lambda r: None)
+
+    def rejected(rs: list[dict]) -> bool:
+        return any(r["house_waybill"] == w and r["status"] == "REJECTED" for r in rs)
+
+    [answer] = [r for r in harness.read(["carrier_response"], rejected) if r["house_waybill"] == w]
+    assert answer["_key"] == w.encode()
+    assert answer["codes"][0]["code"] == "DL_DQ_MISSING_KEY"
+    dead = harness.read(["dead_letter"], lambda rs: any(r["message_id"] == f"PA-{w}" for r in rs))
+    [letter] = [r for r in dead if r["message_id"] == f"PA-{w}"]
+    assert letter["error_code"] == "DQ_MISSING_KEY" and letter["original_key"] is None
+    decided = harness.read(DECISIONS, lambda rs: True, timeout=5)
+    assert not [d for d in decided if d["house_waybill"] == w]

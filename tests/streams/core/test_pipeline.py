@@ -273,6 +273,7 @@ def test_split_shipments_flag_the_group_on_the_sellers_partition_and_amend_every
     for n, waybill in enumerate(("SP0", "SP1", "SP2")):
         d = third[waybill]
         assert d["revision"] == 1 and d["reasons"][0]["code"] == "P_SPLIT_SHIPMENT"
+        assert d["revision_cause"] == "PATTERN_FINDING"
         assert "180" in d["reasons"][0]["evidence"]
         assert d["decision_id"] == revision_id(firsts[n]["decision_id"], 1)
         assert d["message_id"] == f"PA-{waybill}"
