@@ -264,10 +264,12 @@ class Assessor:
         now_ms: int = 0,
         partitions: Sequence[int] = (),
         flags: Sequence[list[dict]] = (),
+        learns: Sequence[bool] = (),
     ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None]]:
         """Rule scores with the list matches, plus for pre-arrival the revenue,
         stateful-pattern and risk-model reasons and ``flags`` (reasons the seller-keyed
-        patterns found later), all adding up to the score."""
+        patterns found later), all adding up to the score. ``learns``: per filing, whether
+        the pattern state learns from it (default: all do) or only judges it."""
         scores = score_batch(facts, self.targeting_rules)
         extra = match_batch(records, stage, self.lists)
         if flags:
@@ -285,16 +287,17 @@ class Assessor:
                 ]
         if stage == PRE_ARRIVAL and patterns is not None:  # stateful: only with a state
             # value norms and carrier trends: learnt per filing partition, in its order
-            by_partition: dict[int, list[int]] = {}
+            by_partition: dict[tuple[int, bool], list[int]] = {}
             for i, p in enumerate(partitions):
-                by_partition.setdefault(p, []).append(i)
+                by_partition.setdefault((p, learns[i] if learns else True), []).append(i)
             found: list[list[dict]] = [[] for _ in records]
-            for p, at in by_partition.items():
+            judged = _read_only(patterns)  # what only judges writes nothing
+            for (p, learn), at in by_partition.items():
                 result = detect_batch(
                     [records[i] for i in at],
                     [facts[i].total_value for i in at],
                     [bool(facts[i].finding_codes) for i in at],
-                    patterns,
+                    patterns if learn else judged,
                     now_ms,
                     self.pattern_settings,
                     self.de_minimis,
@@ -437,20 +440,14 @@ class Assessor:
                 self._filing_job(stage, messages[pos], pos, record, report, links)
                 for pos, record, report in batch
             ]
-            # a consignment counts once in the pattern state: its first declaration teaches,
-            # amendments and re-assessments only read
-            first = [j for j in jobs if j.previous is None]
-            again = [j for j in jobs if j.previous is not None]
-            decided = self._engine(stage, first, now_ms, patterns, lanes) + self._engine(
-                stage, again, now_ms, _read_only(patterns), lanes
-            )
-            jobs = first + again
+            decided = self._engine(stage, jobs, now_ms, patterns, lanes)  # in offset order
             for job, decision in zip(jobs, decided, strict=True):
                 self._publish(out, job, decision, links, now_ms)
             self._keep_summaries(list(zip(jobs, decided, strict=True)), summaries)
             self._reassess(stage, out, jobs, links, now_ms, patterns, summaries, lanes)
-            if stage == PRE_ARRIVAL and patterns is not None and first:
-                self._observe(out, first, decided[: len(first)])
+            if stage == PRE_ARRIVAL and patterns is not None:
+                firsts = [(j, d) for j, d in zip(jobs, decided, strict=True) if j.previous is None]
+                self._observe(out, [j for j, _ in firsts], [d for _, d in firsts])
 
     def _filing_job(
         self,
@@ -513,6 +510,9 @@ class Assessor:
             now_ms,
             [j.msg.partition for j in jobs],
             [j.flags for j in jobs],
+            # a consignment counts once in the pattern state: its first declaration teaches,
+            # amendments and re-assessments only read
+            [j.cause == "FILING" for j in jobs],
         )
         decisions = [
             self._decision(
@@ -670,7 +670,7 @@ class Assessor:
         if not jobs:
             return
         stage = jobs[0].stage
-        decisions = self._engine(stage, jobs, now_ms, _read_only(patterns), lanes)
+        decisions = self._engine(stage, jobs, now_ms, patterns, lanes)
         published = []
         for job, decision in zip(jobs, decisions, strict=True):
             side = job.previous or {}
