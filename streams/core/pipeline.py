@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TypeVar
 
 from greenlane.models.feedback import summaries_from_decisions
 from greenlane.models.stream import ModelPart, StreamScorer
@@ -80,6 +81,7 @@ from greenlane.streams.stages.targeting import (
 from greenlane.streams.stages.watchlists import Lists, load_lists, match_batch
 
 Scored = tuple[float, list[dict], "str | None"]
+T = TypeVar("T")
 
 UNUSABLE_RECORD = "UNUSABLE_RECORD"
 # The link entry's key for the latest filing of each stage, and the other stage.
@@ -103,6 +105,37 @@ class _Job:
     flags: list[dict]  # reasons found later by the seller-keyed patterns
     cause: str = "FILING"  # the decision's revision_cause
     force_publish: bool = False
+
+
+def _isolated(
+    core: Callable[..., BatchOutcome],
+    messages: Sequence[InboundMessage],
+    tables: Sequence[MutableMapping[str, dict] | None],
+    stage: str | None,
+    now_ms: int,
+) -> BatchOutcome:
+    """``core(messages, links, now_ms, *other tables)`` on overlays, each message that
+    breaks it dead-lettered alone (``outcomes.run_isolated``)."""
+
+    def run(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
+        return core(batch, t[0], now_ms, *t[1:])
+
+    return run_isolated(run, messages, tables, stage, now_ms)
+
+
+def _rounds(items: Sequence[T], waybill: Callable[[T], str]) -> list[list[T]]:
+    """``items`` in rounds of at most one per house waybill, in order: a waybill's second
+    item in a batch is handled after its first, as it would be in the next batch."""
+    rounds: list[list[T]] = []
+    seen: dict[str, int] = {}
+    for item in items:
+        key = waybill(item)
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(item)
+    return rounds
 
 
 def _read_only(table: MutableMapping[str, dict] | None) -> MutableMapping[str, dict] | None:
@@ -427,15 +460,7 @@ class Assessor:
     ) -> None:
         """Decide the batch's filings in rounds of one filing per house waybill: a waybill's
         second filing in a batch amends its first, as it would in the next batch."""
-        rounds: list[list[tuple[int, dict, quality.QualityReport]]] = []
-        seen: dict[str, int] = {}
-        for item in usable:
-            n = seen.get(item[1]["house_waybill"], 0)
-            seen[item[1]["house_waybill"]] = n + 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append(item)
-        for batch in rounds:
+        for batch in _rounds(usable, lambda item: item[1]["house_waybill"]):
             jobs = [
                 self._filing_job(stage, messages[pos], pos, record, report, links)
                 for pos, record, report in batch
@@ -733,21 +758,16 @@ class Assessor:
             raise ValueError("Assessor.amend needs a finding_decoder")
         out = BatchOutcome()
         decoded = self.finding_decoder.decode_batch([m.value for m in messages])
-        rounds: list[list[tuple[int, dict]]] = []
-        seen: dict[str, int] = {}
+        found: list[tuple[int, dict]] = []
         for pos, item in enumerate(decoded):
             if isinstance(item, DecodeFailure):
                 msg = messages[pos]
                 dead_letter(
                     out, None, msg, item.error_code, item.message, item.schema_id, None, now_ms
                 )
-                continue
-            n = seen.get(item["house_waybill"], 0)
-            seen[item["house_waybill"]] = n + 1
-            if n == len(rounds):
-                rounds.append([])
-            rounds[n].append((pos, item))
-        for batch in rounds:
+            else:
+                found.append((pos, item))
+        for batch in _rounds(found, lambda f: f[1]["house_waybill"]):
             wanted = []
             applied = []
             for pos, item in batch:
@@ -783,12 +803,9 @@ class Assessor:
         """``assess``, except that a filing which breaks the assessment (a defect greenlane
         did not foresee) is dead-lettered with the error instead of failing its whole batch
         (``outcomes.run_isolated``)."""
-
-        def run(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
-            return self.assess(stage, batch, t[0], now_ms, *t[1:])
-
+        core = partial(self.assess, stage)
         tables = (links, patterns, summaries, replay_log, lanes)
-        return run_isolated(run, messages, tables, stage, now_ms)
+        return _isolated(core, messages, tables, stage, now_ms)
 
     def amend_isolated(
         self,
@@ -801,12 +818,8 @@ class Assessor:
         lanes: MutableMapping[str, dict] | None = None,
     ) -> BatchOutcome:
         """``amend``, each finding that breaks it dead-lettered alone."""
-
-        def run(batch: Sequence[InboundMessage], t: list) -> BatchOutcome:
-            return self.amend(batch, t[0], now_ms, *t[1:])
-
         tables = (links, patterns, summaries, replay_log, lanes)
-        return run_isolated(run, messages, tables, None, now_ms)
+        return _isolated(self.amend, messages, tables, None, now_ms)
 
     def _decision(
         self,

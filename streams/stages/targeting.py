@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -65,28 +65,6 @@ class FilingFacts:
     carrier_id: str = ""
     platform: str = ""
     filing_time: int = 0  # epoch ms: validity periods are judged on the filing, not the clock
-
-
-_SET_FIELDS = ("origins", "route", "finding_codes", "dispatch")
-
-
-def facts_entry(facts: FilingFacts) -> dict:
-    """The facts as JSON-able data: enough to run the rules again later without the filing
-    (no party names or addresses: a link entry may keep it for days)."""
-    entry = {f.name: getattr(facts, f.name) for f in fields(FilingFacts)}
-    for name in _SET_FIELDS:
-        entry[name] = sorted(entry[name])
-    entry["hs_codes"] = list(facts.hs_codes)
-    return entry
-
-
-def facts_from_entry(entry: dict, linked_outcome: str | None, has_link: bool) -> FilingFacts:
-    """``facts_entry`` read back, with what is now known of the other filing."""
-    values = dict(entry, linked_outcome=linked_outcome, has_link=has_link)
-    for name in _SET_FIELDS:
-        values[name] = frozenset(values[name])
-    values["hs_codes"] = tuple(values["hs_codes"])
-    return FilingFacts(**values)
 
 
 Predicate = Callable[[FilingFacts], "str | None"]

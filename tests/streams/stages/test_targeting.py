@@ -1,4 +1,3 @@
-import json
 import os
 import shutil
 from dataclasses import replace
@@ -14,8 +13,6 @@ from greenlane.streams.stages.targeting import (
     DEFAULT_FOLDER,
     FilingFacts,
     RuleBook,
-    facts_entry,
-    facts_from_entry,
     load_targeting_rules,
     score_batch,
 )
@@ -339,11 +336,3 @@ def test_a_referral_to_an_unknown_agency_is_refused(folder: Path):
     )
     with pytest.raises(ConfigError, match=r"\(R_X\)\.refer: unknown agency \['customs_of_mars'\]"):
         load_targeting_rules(folder)
-
-
-def test_kept_facts_come_back_equal_with_the_new_link():
-    kept = json.loads(json.dumps(facts_entry(replace(PLAIN, origins=frozenset({"CN", "HK"})))))
-    back = facts_from_entry(kept, "HIGH_RISK_CARGO_SCREENING", True)
-    assert back == replace(
-        PLAIN, origins=frozenset({"CN", "HK"}), linked_outcome="HIGH_RISK_CARGO_SCREENING"
-    )
