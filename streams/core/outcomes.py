@@ -105,6 +105,20 @@ def dead_letter(
     out.responses.append((key, rejection_response(dead, stage, waybill)))
 
 
+def _run_at(
+    run: Callable[[Sequence[InboundMessage]], BatchOutcome],
+    messages: Sequence[InboundMessage],
+    positions: list[int],
+) -> BatchOutcome:
+    """``run`` the messages at ``positions``, with the outcome's positions those of the batch."""
+    if len(positions) == len(messages):
+        return run(messages)
+    out = run([messages[i] for i in positions])
+    out.decision_sources = [positions[pos] for pos in out.decision_sources]
+    out.forwards = [replace(f, source=positions[f.source]) for f in out.forwards]
+    return out
+
+
 def replay_logged(
     ids: Sequence[str],
     messages: Sequence[InboundMessage],
@@ -117,16 +131,17 @@ def replay_logged(
     ``ids``: each message's deterministic id. A message already handled (its state changes
     are in the tables) is not handled again over state that already counts it: what it
     published (decisions, internal records) is published again as it was, same ids, same
-    routes. What a fresh message publishes is logged under its id.
+    routes. What a fresh message publishes is logged under its id. A second copy of a message
+    in the same batch is a replay of the first, as it would be in a later batch.
     """
     logged = {i: replay_log.get(mid) for i, mid in enumerate(ids)}
-    fresh = [i for i, entry in logged.items() if entry is None]
-    if len(fresh) == len(messages):
-        out = run(messages)
-    else:
-        out = run([messages[i] for i in fresh])
-        out.decision_sources = [fresh[pos] for pos in out.decision_sources]
-        out.forwards = [replace(f, source=fresh[f.source]) for f in out.forwards]
+    first: set[str] = set()
+    fresh, copies = [], []
+    for i, mid in enumerate(ids):
+        if logged[i] is None:
+            (copies if mid in first else fresh).append(i)
+            first.add(mid)
+    out = _run_at(run, messages, fresh)
     published: dict[int, list] = {}
     for d, pos, key in zip(out.decisions, out.decision_sources, out.decision_keys, strict=True):
         published.setdefault(pos, []).append([(key or b"").decode("utf-8", "replace"), d])
@@ -143,6 +158,11 @@ def replay_logged(
                 "partition": messages[i].partition,
                 "logged_at": now_ms,
             }
+    for i in copies:
+        logged[i] = replay_log.get(ids[i])
+    refused = [i for i in copies if logged[i] is None]  # as the first copy was: stateless
+    if refused:
+        out.extend(_run_at(run, messages, refused), 0)
     for i, entry in logged.items():
         if entry is None:
             continue

@@ -319,15 +319,8 @@ def _latency_phase(
 
 
 def _delete_topics(s: Settings, app_id: str) -> None:
-    client = admin.admin_client(s)
-    names = [
-        t for t in client.list_topics(timeout=10).topics if t.startswith((s.topics.prefix, app_id))
-    ]
-    for future in client.delete_topics(names, operation_timeout=30).values():
-        try:
-            future.result()
-        except Exception as exc:  # leftover topics are harmless; say so and go on
-            print(f"could not delete a bench topic: {exc}", file=sys.stderr)
+    for failure in admin.delete_run(s, app_id):  # leftovers are harmless; say so and go on
+        print(f"could not delete a bench topic or group: {failure}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:

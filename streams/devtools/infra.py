@@ -270,15 +270,18 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def kafka_answers(bootstrap: str, timeout: float = PROBE_SECONDS) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
+    """True when a broker at ``bootstrap`` answers metadata and group requests in ``timeout``."""
     if not any(_port_open(h, p, min(timeout, 0.5)) for h, p in _bootstrap_addresses(bootstrap)):
         return False  # fail fast: librdkafka would retry a refused connection until the timeout
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
     try:
         admin.list_topics(timeout=timeout)
-    except KafkaException:
+        # Ready means a worker can join its group: the group coordinator has loaded its
+        # partitions (a broker with many groups answers metadata long before that).
+        groups = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout)
+    except (KafkaException, TimeoutError):
         return False
-    return True
+    return not groups.errors
 
 
 def registry_answers(url: str, timeout: float = PROBE_SECONDS) -> bool:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -30,6 +31,28 @@ def registry_client(settings: Settings) -> SchemaRegistryClient:
 
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+
+
+def delete_run(settings: Settings, app_id: str) -> list[str]:
+    """Delete a finished run's topics (its prefix and the app's changelogs) and its consumer
+    group, waiting for the broker: a test or bench run leaves nothing behind to slow the next
+    broker start. Returns what could not be deleted, one line each."""
+    client = admin_client(settings)
+    names = [
+        t
+        for t in client.list_topics(timeout=30).topics
+        if t.startswith((settings.topics.prefix, app_id))
+    ]
+    failed = []
+    futures = dict(client.delete_topics(names, operation_timeout=30)) if names else {}
+    futures.update(client.delete_consumer_groups([app_id], request_timeout=30))
+    for name, future in futures.items():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.GROUP_ID_NOT_FOUND:
+                failed.append(f"{name}: {exc.args[0].str()}")
+    return failed
 
 
 def referral_topics(settings: Settings) -> list[str]:

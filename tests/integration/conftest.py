@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -216,14 +217,9 @@ def open_harness(
         yield h
     finally:
         h.stop_worker()
-        client = admin.admin_client(s)
-        names = [
-            t
-            for t in client.list_topics(timeout=10).topics
-            if t.startswith((s.topics.prefix, s.worker.app_id))
-        ]
-        if names:
-            client.delete_topics(names, operation_timeout=30)
+        producer.flush(10)
+        for failure in admin.delete_run(s, s.worker.app_id):
+            warnings.warn(f"left on the broker: {failure}", stacklevel=1)
 
 
 @pytest.fixture(scope="module")

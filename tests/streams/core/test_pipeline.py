@@ -453,6 +453,21 @@ def test_a_replayed_pre_loading_filing_republishes_the_revision_it_caused(assess
     assert not views["links"].changes()
 
 
+def test_a_filing_delivered_twice_in_one_batch_is_a_replay_not_an_amendment(assessor):
+    tables = {"links": {}, "patterns": {}, "summaries": {}, "replay": {}}
+    _, views = _assess(assessor, PRE_ARRIVAL, messages(PRE_ARRIVAL, [pre_arrival("RT1")]), tables)
+    _commit(tables, views)
+    pl = pre_loading("RT1", cargo_description="drone with lithium battery", hs_code="880622")
+    out, views = _assess(assessor, PRE_LOADING, messages(PRE_LOADING, [pl, pl]), tables)
+    first = [d for d, pos in zip(out.decisions, out.decision_sources, strict=True) if pos == 0]
+    second = [d for d, pos in zip(out.decisions, out.decision_sources, strict=True) if pos == 1]
+    assert [(d["stage"], d["revision"]) for d in first] == [("PRE_LOADING", 0), ("PRE_ARRIVAL", 1)]
+    assert second == first and out.replayed == 2  # the copy answers as the first did
+    assert {d["revision_cause"] for d in out.decisions} == {"FILING", "OTHER_FILING"}
+    _commit(tables, views)
+    assert tables["links"]["RT1"]["pre_loading"]["revision"] == 0
+
+
 def test_a_link_entry_keeps_each_stage_latest_filing_as_received(assessor):
     rec = pre_arrival("PD1", seller=party("Huaxin Supply Chain Co., Ltd.", "CN"))
     links: dict = {}
