@@ -36,7 +36,10 @@ def admin_client(settings: Settings) -> AdminClient:
 def delete_run(settings: Settings, app_id: str) -> list[str]:
     """Delete a finished run's topics (its prefix and the app's changelogs) and its consumer
     group, waiting for the broker: a test or bench run leaves nothing behind to slow the next
-    broker start. Returns what could not be deleted, one line each."""
+    broker start. Returns what could not be deleted, one line each. Without a topic prefix
+    every topic would match: refused."""
+    if not settings.topics.prefix:
+        raise ValueError("delete_run needs a topic prefix (GREENLANE_TOPIC_PREFIX): none is set")
     client = admin_client(settings)
     names = [
         t
