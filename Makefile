@@ -7,7 +7,7 @@ DURATION ?= 0
 RATE ?= 2000
 INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
 
-.PHONY: venv infra stop run test unit bench bench-restart lint clean
+.PHONY: venv infra stop run test unit bench bench-restart lint lock clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,17 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
+
+# Re-resolves the newest versions inside pyproject.toml's ranges into deploy/constraints.txt, in
+# a scratch venv. Then `make test`, and commit both files only if it passes (README: Upgrading).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); .lock-venv/bin/python -m pip freeze --exclude-editable; } \
+	  > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf .lock-venv
+	@git diff --stat -- $(CONSTRAINTS) 2>/dev/null || true
 
 infra: venv
 	$(BIN)/greenlane infra up

@@ -36,26 +36,40 @@ def _registry_errors(func):
 def train_main(args: argparse.Namespace) -> int:
     from greenlane.models.evaluate import format_metrics
     from greenlane.models.features import default_spec
-    from greenlane.models.mapping import load_history, load_mapping
+    from greenlane.models.mapping import check_servable, load_history, load_mapping
     from greenlane.models.registry import Registry, save_trained
     from greenlane.models.train import train
 
     settings = load_model_settings()
     mapping = load_mapping(args.mapping) if args.mapping else None
+    if mapping:
+        check_servable(mapping)
     _say(f"reading {args.data}")
     frame = load_history(args.data, mapping)
     spec = default_spec(
         settings.features,
         mapping.extra_categorical if mapping else (),
         mapping.extra_numeric if mapping else (),
+        mapping.extra_filing if mapping else None,
     )
-    model = train(frame, spec, settings.training, _say, tuple(settings.evaluation.budgets))
+    try:
+        model = train(frame, spec, settings.training, _say, tuple(settings.evaluation.budgets))
+    except ValueError as exc:  # too little history to split, or no fraud in a period
+        print(f"greenlane train: {args.data}: {exc}", file=sys.stderr)
+        return 1
     registry = Registry(args.registry)
+    before = registry.current()
     version, promoted = save_trained(registry, model, args.data, args.mapping, args.promote)
-    _say(f"held-out test period {model.info['test_window'][0]} .. {model.info['test_window'][1]}:")
+    start, end = model.info["test_window"]
+    _say(f"held-out test period {start} .. {end} (model fit before it; saved refit on all):")
     _say(format_metrics(model.info["metrics"], settings.evaluation.budgets))
-    state = "promoted to current" if promoted else f"current stays {registry.current()}"
-    _say(f"saved model {version} in {registry.root} ({state})")
+    if promoted:
+        _say(f"saved model {version} in {registry.root}: PROMOTED, it is the current model")
+    else:
+        _say(
+            f"saved model {version} in {registry.root}: NOT promoted, {before} stays current "
+            f"(use --promote, or `greenlane models promote {version}`)"
+        )
     return 0
 
 
@@ -70,30 +84,45 @@ def evaluate_main(args: argparse.Namespace) -> int:
     )
     from greenlane.models.mapping import load_history, load_mapping
     from greenlane.models.registry import Registry
-    from greenlane.models.schema import DATE, LABEL, REVENUE
+    from greenlane.models.schema import DATE, LABEL, recovered_revenue
 
     settings = load_model_settings()
     registry = Registry(args.registry)
-    version = args.model or registry.current()
+    current = registry.current()
+    version = args.model or current
     model = registry.load(version)
+    which = "the current model" if version == current else "not the current model"
+    _say(f"evaluating model {version} ({which}) on {args.data}")
     mapping = load_mapping(args.mapping) if args.mapping else None
     frame = load_history(args.data, mapping).filter(pl.col(LABEL).is_not_null())
-    score = model.score(frame)  # entity history from the file itself, earlier dates only
+    # entity history from the whole file, earlier dates only: rows before --since feed it
+    score = model.score(frame)
     if args.since:
-        since = date.fromisoformat(args.since)
+        since = _iso_date(args.since, "--since")
         keep = (frame.get_column(DATE) >= since).to_numpy()
+        if not keep.any():
+            last = frame.get_column(DATE).max()
+            print(
+                f"greenlane evaluate: {args.data} has no labelled row from {since} "
+                f"(its last date is {last})",
+                file=sys.stderr,
+            )
+            return 1
+        _say(
+            f"judging {int(keep.sum()):,} declarations from {since}; the "
+            f"{int((~keep).sum()):,} before it only build the entity history"
+        )
         frame, score = frame.filter(pl.Series(keep)), score[keep]
+    revenue = recovered_revenue(frame)
     budgets = tuple(settings.evaluation.budgets)
-    metrics = budget_metrics(
-        frame.get_column(LABEL).to_numpy(), score, frame.get_column(REVENUE).to_numpy(), budgets
-    )
+    metrics = budget_metrics(frame.get_column(LABEL).to_numpy(), score, revenue, budgets)
     metrics = {"model": version, "data": str(args.data), **metrics}
     out = Path(args.out)
     report = write_report(metrics, out, f"evaluation-{version}")
     chart = plot_budget_curve(
         frame.get_column(LABEL).to_numpy(),
         score,
-        frame.get_column(REVENUE).to_numpy(),
+        revenue,
         out / f"evaluation-{version}.png",
         settings.evaluation.chart_max_percent,
         title=f"greenlane model {version} at inspection budgets",
@@ -101,6 +130,13 @@ def evaluate_main(args: argparse.Namespace) -> int:
     _say(format_metrics(metrics, budgets))
     _say(f"wrote {report} and {chart}")
     return 0
+
+
+def _iso_date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"greenlane: {option}: {text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def models_list_main(args: argparse.Namespace) -> int:
@@ -168,7 +204,8 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "declarations, split by date into train / validation (calibration) / test, prints "
         "precision, recall and revenue at 1, 2, 5, 10%% inspection budgets on the test period "
         "and stores the model with its metadata in the registry. The first model is promoted "
-        "to current.",
+        "to current; a later one is saved but stays a candidate unless --promote is given "
+        "(the last line says which happened).",
     )
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet")
     p.add_argument(
@@ -185,13 +222,21 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate a model at inspection budgets (JSON + PNG chart)",
-        description="Scores a labelled history with a registered model and reports "
-        "precision@n%%, recall@n%% and revenue@n%% (n = models.yaml's budgets) and ROC AUC.",
+        description="Scores a labelled history with a registered model (--model, default the "
+        "current one; the first line says which) and reports precision@n%%, recall@n%% and "
+        "revenue@n%% (n = models.yaml's budgets) and ROC AUC. With --since only declarations "
+        "from that date are judged; the earlier ones build the sellers', importers' and routes' "
+        "history the model needs, so pass the whole history, not a test file alone: "
+        "greenlane evaluate --data history.parquet --since 2025-10-01",
     )
     p.add_argument("--model", metavar="VERSION", help="model version (default: current)")
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet")
     p.add_argument("--mapping", type=Path, metavar="FILE", help="as for train")
-    p.add_argument("--since", metavar="YYYY-MM-DD", help="evaluate declarations from this date")
+    p.add_argument(
+        "--since",
+        metavar="YYYY-MM-DD",
+        help="judge declarations from this date; earlier rows build the entity history",
+    )
     p.add_argument("--out", default="evaluation", metavar="DIR", help="report folder")
     p.add_argument("--registry", type=Path, metavar="DIR", help=registry_help)
     p.set_defaults(func=_registry_errors(evaluate_main))

@@ -46,25 +46,33 @@ def budget_metrics(
     revenue: np.ndarray | None = None,
     budgets: Sequence[float] = (1, 2, 5, 10),
 ) -> dict[str, float]:
-    """Flat dict: precision@5%, recall@5%, revenue@5% ... roc_auc, declarations, frauds."""
+    """Flat dict: precision@5%, recall@5%, revenue@5% ... roc_auc, declarations, frauds.
+
+    Without revenue (None) the revenue figures are None: absent, not zero.
+    """
     y = np.asarray(y)
-    out: dict[str, float] = {"declarations": len(y), "frauds": int(np.sum(y))}
+    out: dict[str, float | None] = {"declarations": len(y), "frauds": int(np.sum(y))}
     for n in budgets:
         for name, value in at_budget(y, score, revenue, n).items():
             out[f"{name}@{n:g}%"] = round(value, 4)
+        if revenue is None:
+            out[f"revenue@{n:g}%"] = None
     out["roc_auc"] = round(float(roc_auc_score(y, score)), 4) if 0 < y.sum() < len(y) else None
     return out
 
 
-def format_metrics(metrics: dict[str, float], budgets: Sequence[float] = (1, 2, 5, 10)) -> str:
-    """A small table for the terminal."""
+def format_metrics(
+    metrics: dict[str, float | None], budgets: Sequence[float] = (1, 2, 5, 10)
+) -> str:
+    """A small table for the terminal; an absent figure is "—"."""
     lines = [f"{'budget':>8} {'precision':>10} {'recall':>8} {'revenue':>8}"]
     for n in budgets:
         row = [metrics.get(f"{m}@{n:g}%") for m in ("precision", "recall", "revenue")]
-        cells = " ".join(f"{v:>9.3f}" if v is not None else f"{'-':>9}" for v in row)
+        cells = " ".join(f"{v:>9.3f}" if v is not None else f"{'—':>9}" for v in row)
         lines.append(f"{n:>7g}% {cells}")
+    auc = metrics.get("roc_auc")
     lines.append(
-        f"ROC AUC {metrics.get('roc_auc')}  "
+        f"ROC AUC {'—' if auc is None else f'{auc:.3f}'}  "
         f"({metrics.get('frauds')} frauds in {metrics.get('declarations')} declarations)"
     )
     return "\n".join(lines)

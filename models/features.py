@@ -73,6 +73,8 @@ class FeatureSpec:
     vague_terms: tuple[str, ...]
     extra_categorical: tuple[str, ...] = ()
     extra_numeric: tuple[str, ...] = ()
+    # (extra column, pre-arrival filing field it is read from in the stream)
+    extra_filing: tuple[tuple[str, str], ...] = ()
 
     @property
     def categorical(self) -> tuple[str, ...]:
@@ -99,6 +101,7 @@ def default_spec(
     settings: FeatureSettings | None = None,
     extra_categorical: tuple[str, ...] = (),
     extra_numeric: tuple[str, ...] = (),
+    extra_filing: dict[str, str] | None = None,
 ) -> FeatureSpec:
     """The spec of models.yaml, with the vague terms of streams' quality.toml."""
     from greenlane.streams.stages.quality import load_quality_rules
@@ -113,6 +116,7 @@ def default_spec(
         vague_terms=tuple(load_quality_rules().vague_description_terms),
         extra_categorical=tuple(extra_categorical),
         extra_numeric=tuple(extra_numeric),
+        extra_filing=tuple((extra_filing or {}).items()),
     )
 
 

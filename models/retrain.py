@@ -30,7 +30,7 @@ from greenlane.models.config import TrainingSettings, load_model_settings
 from greenlane.models.evaluate import at_budget, budget_metrics
 from greenlane.models.features import FeatureSpec, default_spec, history_table
 from greenlane.models.registry import Registry
-from greenlane.models.schema import DATE, LABEL, REVENUE
+from greenlane.models.schema import DATE, LABEL, recovered_revenue
 from greenlane.models.train import train
 
 BUDGET = 5.0  # percent of declarations inspected (the issue's yardstick)
@@ -68,8 +68,10 @@ def judge(
     """
     score = model.score(labelled)
     y = labelled.get_column(LABEL).to_numpy().astype(int)
-    revenue = labelled.get_column(REVENUE).fill_null(0.0).to_numpy()
-    figures = budget_metrics(y[latest], score[latest], revenue[latest], (budget,))
+    revenue = recovered_revenue(labelled)
+    figures = budget_metrics(
+        y[latest], score[latest], None if revenue is None else revenue[latest], (budget,)
+    )
     picks = latest & random
     if picks.any():
         sample = at_budget(y[picks], score[picks], None, budget)
@@ -174,9 +176,9 @@ def format_result(result: RetrainResult) -> str:
     ]
     for name in names:
         row = [result.candidate.get(name), (result.current or {}).get(name)]
-        cells = "".join(f"{v:>12.3f}" if v is not None else f"{'-':>12}" for v in row)
+        cells = "".join(f"{v:>12.3f}" if v is not None else f"{'—':>12}" for v in row)
         lines.append(f"{name:26}{cells}")
-    base = "-" if result.base_rate is None else f"{result.base_rate:.3f}"
+    base = "—" if result.base_rate is None else f"{result.base_rate:.3f}"
     lines.append(f"random picks in the period: {result.random_picks} (fraud rate {base})")
     verdict = "promoted to current" if result.promoted else "not promoted"
     lines.append(f"candidate {result.candidate_version}: {verdict} ({result.reason})")

@@ -7,6 +7,7 @@ descriptions joined). Every module of ``models`` speaks these names; ``mapping``
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 DATE = "date"
@@ -47,3 +48,13 @@ def conform(frame: pl.DataFrame, extra: dict[str, pl.DataType] | None = None) ->
         (pl.col(name) if name in frame.columns else pl.lit(None)).cast(dtype).alias(name)
         for name, dtype in columns.items()
     )
+
+
+def recovered_revenue(frame: pl.DataFrame) -> np.ndarray | None:
+    """Revenue recovered per row, or None when the history does not record it at all.
+
+    None (shown as "—" / null) and not zeros: a history without revenue says nothing about it.
+    """
+    if REVENUE not in frame.columns or frame.get_column(REVENUE).null_count() == frame.height:
+        return None
+    return frame.get_column(REVENUE).fill_null(0.0).to_numpy()

@@ -23,6 +23,7 @@ from greenlane.models.config import SETTINGS_DIR
 from greenlane.models.drift import DriftMonitor, DriftReference, load_drift_settings
 from greenlane.models.explain import format_evidence, load_feature_labels, top_contributions
 from greenlane.models.features import build_features, index_history
+from greenlane.models.mapping import filing_value
 from greenlane.models.registry import Registry, RegistryError
 from greenlane.models.schema import conform
 from greenlane.streams.domain.money import convert
@@ -57,11 +58,16 @@ def load_scoring_settings(path: Path | None = None) -> ScoringSettings:
     return settings
 
 
-def canonical_rows(records: Sequence[dict], rates: Mapping[str, float]) -> pl.DataFrame:
+def canonical_rows(
+    records: Sequence[dict],
+    rates: Mapping[str, float],
+    extras: Sequence[tuple[str, str]] = (),
+) -> pl.DataFrame:
     """Pre-arrival declarations (decoded Avro dicts) as canonical history rows, no label.
 
     One row per declaration: weights, quantities and values (in the reference currency) are
-    summed over item lines; HS code and origin are those of the most valuable line.
+    summed over item lines; HS code and origin are those of the most valuable line. ``extras``
+    (column, filing field) are a model's extra features, read from the named filing fields.
     """
     rows: dict[str, list[Any]] = {
         c: []
@@ -110,7 +116,13 @@ def canonical_rows(records: Sequence[dict], rates: Mapping[str, float]) -> pl.Da
         rows["tax_rate"].append(None)
         rows["description"].append(" ".join(i["description"] for i in items))
         rows["platform"].append(r["platform"])
-    return conform(pl.DataFrame(rows, schema_overrides={"date": pl.Date}))
+    frame = conform(pl.DataFrame(rows, schema_overrides={"date": pl.Date}))
+    if extras:
+        frame = frame.with_columns(
+            pl.Series(name, [filing_value(r, path) for r in records], strict=False)
+            for name, path in extras
+        )
+    return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +179,8 @@ class StreamScorer:
         if self.model is None or not records:
             return [None] * len(records)
         model = self.model
-        features = build_features(canonical_rows(records, rates), model.spec, self.history)
+        rows = canonical_rows(records, rates, model.spec.extra_filing)
+        features = build_features(rows, model.spec, self.history)
         probabilities = model.predict_proba(features)
         if self.monitor is not None:
             self.monitor.update(features, probabilities)

@@ -1,10 +1,14 @@
-"""Training on history: time-ordered split, gradient-boosted trees, calibration on validation.
+"""Training on history: time-ordered split, gradient-boosted trees, calibration on validation,
+then the same trees refit on all of it.
 
 Declarations are split by date (train, then validation, then test), never at random: the model
-is always judged on a period after the one it learnt from, as it will be used. Frauds are a few
+is judged on a period after the one it learnt from, as it will be used. Frauds are a few
 percent, so they are weighted up (``class_weight``); the weighted scores are then calibrated on
 the validation period with Platt scaling (monotone, so the ranking that decides inspections is
-untouched) to give probabilities the stream can combine with rule scores.
+untouched) to give probabilities the stream can combine with rule scores. The test period's
+figures are those of that model. The model saved is then refit on every labelled declaration,
+the latest included, with the boosting rounds early stopping chose and the same calibration:
+the newest fraud patterns are the ones it most needs to know.
 """
 
 from __future__ import annotations
@@ -17,16 +21,15 @@ from datetime import date
 
 import numpy as np
 import polars as pl
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
 
 from greenlane.models.config import TrainingSettings, load_model_settings
 from greenlane.models.drift import DriftReference, load_drift_settings
 from greenlane.models.evaluate import budget_metrics
 from greenlane.models.explain import feature_baseline
 from greenlane.models.features import FeatureSpec, build_features, history_table
-from greenlane.models.schema import DATE, LABEL, REVENUE
+from greenlane.models.schema import DATE, LABEL, recovered_revenue
 
 
 @dataclass
@@ -35,14 +38,21 @@ class CategoryCodes:
 
     Frequent categories of the training period get codes 0..k-1; rare and unseen ones share
     code k ("other"), missing ones are NaN. Keeps every column within the trees' bin limit.
+    Numeric columns the history never fills (``absent_``: no quantity column, say) become a
+    constant the trees ignore: scikit-learn cannot bin a column that is all missing.
     """
 
     min_count: int = 20
     max_categories: int = 250
     vocabulary_: dict[str, dict[str, int]] = field(default_factory=dict)
+    absent_: tuple[str, ...] = ()
 
-    def fit(self, frame: pl.DataFrame, columns: tuple[str, ...]) -> CategoryCodes:
+    def fit(
+        self, frame: pl.DataFrame, columns: tuple[str, ...], numeric: tuple[str, ...] = ()
+    ) -> CategoryCodes:
         self.vocabulary_ = {}
+        filled = frame.select(pl.col(numeric).fill_nan(None).count()).row(0) if numeric else ()
+        self.absent_ = tuple(c for c, n in zip(numeric, filled, strict=True) if n == 0)
         for column in columns:
             counts = (
                 frame.select(pl.col(column).drop_nulls().value_counts(sort=True))
@@ -55,19 +65,47 @@ class CategoryCodes:
 
     def transform(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.with_columns(
-            pl.col(column)
-            .replace_strict(vocab, default=len(vocab), return_dtype=pl.Float64)
-            .fill_null(float("nan"))
-            .alias(column)
-            if vocab
-            else pl.lit(0.0).alias(column)
-            for column, vocab in self.vocabulary_.items()
+            *(
+                pl.col(column)
+                .replace_strict(vocab, default=len(vocab), return_dtype=pl.Float64)
+                .fill_null(float("nan"))
+                .alias(column)
+                if vocab
+                else pl.lit(0.0).alias(column)
+                for column, vocab in self.vocabulary_.items()
+            ),
+            *(pl.lit(0.0).alias(column) for column in self.absent_),
         )
+
+    @property
+    def unused(self) -> tuple[str, ...]:
+        """Feature columns the training history left empty (categorical or numeric)."""
+        return (*(c for c, v in self.vocabulary_.items() if not v), *self.absent_)
+
+
+@dataclass
+class PlattScaled:
+    """Trees whose raw score is mapped to a probability by a logistic fit (Platt scaling).
+
+    The map is kept apart from the trees so that they can be refit on all history after the
+    map was fitted on a validation period they had not seen.
+    """
+
+    trees: HistGradientBoostingClassifier
+    scaler: LogisticRegression
+
+    @classmethod
+    def fit(cls, trees: HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray):
+        scaler = LogisticRegression(C=1e6).fit(trees.decision_function(x).reshape(-1, 1), y)
+        return cls(trees, scaler)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return self.scaler.predict_proba(self.trees.decision_function(x).reshape(-1, 1))
 
 
 @dataclass
 class RiskModel:
-    """A trained model: features spec, category codes, trees and calibration, and its history.
+    """A trained model: features spec, category codes, calibrated trees, and its history.
 
     ``history`` is the entity-count snapshot at the end of the data it was trained on: the stream
     starts from it and adds what it learns.
@@ -75,7 +113,7 @@ class RiskModel:
 
     spec: FeatureSpec
     codes: CategoryCodes
-    calibrated: CalibratedClassifierCV
+    calibrated: PlattScaled
     history: pl.DataFrame
     info: dict = field(default_factory=dict)
 
@@ -148,49 +186,65 @@ def train(
         if y[mask.to_numpy()].sum() == 0:
             raise ValueError(f"the {name} period has no fraud: more history is needed")
     codes = CategoryCodes(settings.min_category_count, settings.max_categories)
-    codes.fit(features.filter(parts["train"]), spec.categorical)
+    codes.fit(features.filter(parts["train"]), spec.categorical, spec.numeric)
+    if codes.unused:
+        progress(f"not in this history, so not used: {', '.join(codes.unused)}")
     matrix = codes.transform(features).to_numpy()
     split = {name: mask.to_numpy() for name, mask in parts.items()}
-    n_cat = len(spec.categorical)
-    trees = HistGradientBoostingClassifier(
-        learning_rate=settings.learning_rate,
-        max_iter=settings.max_iter,
-        max_leaf_nodes=settings.max_leaf_nodes,
-        min_samples_leaf=settings.min_samples_leaf,
-        l2_regularization=settings.l2_regularization,
-        early_stopping=settings.early_stopping,
-        categorical_features=[i < n_cat for i in range(matrix.shape[1])],
-        random_state=settings.seed,
-    )
-    tr = split["train"]
+    tr, va, te = split["train"], split["validation"], split["test"]
     progress(f"training trees on {tr.sum():,} declarations before {valid_from}")
+    trees = _trees(settings, len(spec.categorical), matrix.shape[1], settings.early_stopping)
     trees.fit(matrix[tr], y[tr], sample_weight=_weights(y[tr], settings.class_weight))
-    va = split["validation"]
     progress(f"calibrating on {va.sum():,} declarations from {valid_from}")
-    calibrated = CalibratedClassifierCV(FrozenEstimator(trees), method="sigmoid")
-    calibrated.fit(matrix[va], y[va])
-    te = split["test"]
+    calibrated = PlattScaled.fit(trees, matrix[va], y[va])
     score = calibrated.predict_proba(matrix[te])[:, 1]
-    revenue = frame.get_column(REVENUE).to_numpy()[te] if REVENUE in frame.columns else None
-    metrics = budget_metrics(y[te], score, revenue, budgets)
+    revenue = recovered_revenue(frame)
+    metrics = budget_metrics(y[te], score, None if revenue is None else revenue[te], budgets)
+    rounds = int(trees.n_iter_)
+    progress(f"refitting {rounds} boosting rounds on all {frame.height:,} declarations")
+    codes.fit(features, spec.categorical, spec.numeric)  # categories new in the latest period
+    matrix = codes.transform(features).to_numpy()
+    final = _trees(settings, len(spec.categorical), matrix.shape[1], False, rounds)
+    final.fit(matrix, y, sample_weight=_weights(y, settings.class_weight))
+    calibrated = PlattScaled(final, calibrated.scaler)
     elapsed = time.perf_counter() - started
-    progress(f"trained in {elapsed:.1f} s ({trees.n_iter_} boosting rounds)")
+    progress(f"trained in {elapsed:.1f} s")
     info = {
         "features": list(spec.columns),
         "categorical": list(spec.categorical),
-        "training_window": [str(day.min()), str(valid_from)],
+        "unused_features": list(codes.unused),
+        # the saved model learnt from all of it; the three windows below chose and judged it
+        "training_window": [str(day.min()), str(day.max())],
+        "selection_window": [str(day.min()), str(valid_from)],
         "validation_window": [str(valid_from), str(test_from)],
         "test_window": [str(test_from), str(day.max())],
-        "rows": {name: int(mask.sum()) for name, mask in split.items()},
+        "rows": {"all": frame.height, **{name: int(mask.sum()) for name, mask in split.items()}},
         "fraud_rate": round(float(y.mean()), 5),
         "data_fingerprint": fingerprint(frame),
         "metrics": metrics,
         "training_seconds": round(elapsed, 2),
-        "boosting_rounds": int(trees.n_iter_),
+        "boosting_rounds": rounds,
         # what the stream needs to explain scores and to watch for drift
-        "baseline": feature_baseline(features.filter(parts["train"])),
-        "drift": _drift_reference(
-            features.filter(parts["train"]), calibrated.predict_proba(matrix[tr])[:, 1]
-        ),
+        "baseline": feature_baseline(features),
+        "drift": _drift_reference(features, calibrated.predict_proba(matrix)[:, 1]),
     }
     return RiskModel(spec, codes, calibrated, history_table(frame, spec), info)
+
+
+def _trees(
+    settings: TrainingSettings,
+    n_categorical: int,
+    n_columns: int,
+    early_stopping: bool | str,
+    rounds: int | None = None,
+) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        learning_rate=settings.learning_rate,
+        max_iter=rounds or settings.max_iter,
+        max_leaf_nodes=settings.max_leaf_nodes,
+        min_samples_leaf=settings.min_samples_leaf,
+        l2_regularization=settings.l2_regularization,
+        early_stopping=early_stopping,
+        categorical_features=[i < n_categorical for i in range(n_columns)],
+        random_state=settings.seed,
+    )

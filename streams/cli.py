@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:
-        print(f"greenlane: configuration error: {exc}", file=sys.stderr)
+        print(f"greenlane: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -89,3 +89,46 @@ def test_an_installed_wheel_runs_outside_the_source_tree(wheel, tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok greenlane.filing.pre-arrival"
+
+
+def _requirements() -> list:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return [Requirement(r) for r in names]
+
+
+def _locked() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"deploy/constraints.txt: {line!r} is not an exact pin (name==version)"
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_every_dependency_is_locked_at_a_version_inside_its_pyproject_range():
+    from packaging.utils import canonicalize_name
+
+    pins = _locked()
+    for req in _requirements():
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in deploy/constraints.txt (run make lock)"
+        assert req.specifier.contains(pins[name]), (
+            f"{req.name}=={pins[name]} (constraints) is outside pyproject's {req.specifier}"
+        )
+
+
+def test_this_environment_runs_the_locked_versions():
+    """The suite passing says something about the lock only if it ran on the lock."""
+    from importlib.metadata import version
+
+    from packaging.utils import canonicalize_name
+
+    pins = _locked()
+    for req in _requirements():
+        assert version(req.name) == pins[canonicalize_name(req.name)], req.name

@@ -6,9 +6,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.frozen import FrozenEstimator
 
 from greenlane.models.explain import (
     feature_baseline,
@@ -16,7 +14,7 @@ from greenlane.models.explain import (
     load_feature_labels,
     top_contributions,
 )
-from greenlane.models.train import CategoryCodes, RiskModel
+from greenlane.models.train import CategoryCodes, PlattScaled, RiskModel
 from greenlane.streams.settings import ConfigError
 
 DECIDES = "seller_rate"  # the one feature the synthetic frauds depend on
@@ -44,8 +42,7 @@ def model(spec):
     trees = HistGradientBoostingClassifier(
         max_iter=40, categorical_features=[i < n_cat for i in range(matrix.shape[1])]
     ).fit(matrix[:4_000], y[:4_000])
-    calibrated = CalibratedClassifierCV(FrozenEstimator(trees), method="sigmoid")
-    calibrated.fit(matrix[4_000:], y[4_000:])
+    calibrated = PlattScaled.fit(trees, matrix[4_000:], y[4_000:])
     info = {"baseline": feature_baseline(features)}
     return RiskModel(spec, codes, calibrated, pl.DataFrame(), info)
 

@@ -131,3 +131,20 @@ def test_the_indexed_snapshot_gives_the_same_features_as_the_snapshot_frame(regi
     by_frame = build_features(rows, model.spec, model.history)
     by_index = build_features(rows, model.spec, index_history(model.history))
     assert by_index.equals(by_frame)
+
+
+def test_an_extra_feature_declared_from_a_filing_field_flows_through_the_stream(tmp_path, history):
+    import polars as pl
+
+    from greenlane.models.features import default_spec
+
+    spec = default_spec(extra_categorical=("mode",), extra_filing={"mode": "transport_mode"})
+    modes = pl.Series(["AIR", "ROAD"] * (history.height // 2 + 1)).head(history.height)
+    model = train(history.with_columns(mode=modes), spec)
+    reg = Registry(tmp_path / "reg")
+    reg.promote(reg.save(model, {"note": "extra"}))
+    recs = [pre_arrival(f"E{i}", transport_mode=("AIR", "ROAD")[i % 2]) for i in range(20)]
+    rows = canonical_rows(recs, RATES, spec.extra_filing)
+    assert rows["mode"].to_list() == ["AIR", "ROAD"] * 10
+    parts = scorer_for(reg).score(recs, RATES)
+    assert [p.probability for p in parts] == model.score(rows, model.history).tolist()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 
 from greenlane.models.evaluate import at_budget, budget_metrics, plot_budget_curve, write_report
@@ -42,8 +43,39 @@ def test_trained_model_reaches_stated_precision(trained):
     assert metrics["precision@5%"] > 8 * frame["fraud"].mean()  # far above random inspection
     assert metrics["revenue@5%"] > 0.6
     assert metrics["roc_auc"] > 0.85
-    assert model.info["training_window"][1] == model.info["validation_window"][0]
+    assert model.info["selection_window"][1] == model.info["validation_window"][0]
     assert model.info["validation_window"][1] == model.info["test_window"][0]
+
+
+def test_a_history_without_optional_columns_trains_and_scores(spec):
+    frame = generate_history(8_000, seed=4).with_columns(
+        quantity=pl.lit(None, pl.Float64),
+        destination=pl.lit(None, pl.String),
+        platform=pl.lit(None, pl.String),
+        revenue_recovered=pl.lit(None, pl.Float64),
+    )
+    model = train(frame, spec)
+    assert {"quantity", "destination", "platform"} <= set(model.info["unused_features"])
+    assert np.isfinite(model.score(frame)).all()
+    assert model.info["metrics"]["revenue@5%"] is None  # absent, not 0
+    assert model.info["metrics"]["precision@5%"] > 3 * frame["fraud"].mean()
+
+
+def test_the_saved_model_has_learnt_from_the_latest_history(spec):
+    """A pattern that appears only in the test period is known to the saved model."""
+    frame = generate_history(20_000, seed=8)
+    dates = frame["date"].unique().sort()
+    late = (frame["date"] >= dates[int(dates.len() * 0.9)]).to_numpy()
+    new = late & (np.arange(frame.height) % 4 == 0)  # a new marketplace, all of it fraud
+    frame = frame.with_columns(
+        platform=pl.when(pl.Series(new)).then(pl.lit("NEWMARKET")).otherwise(pl.col("platform")),
+        fraud=pl.when(pl.Series(new)).then(1).otherwise(pl.col("fraud")).cast(pl.Int8),
+    )
+    model = train(frame, spec)
+    assert model.info["training_window"] == [str(frame["date"].min()), str(frame["date"].max())]
+    assert model.info["rows"]["all"] == frame.height
+    p = model.score(frame)
+    assert p[new].mean() > 0.5 and p[new].mean() > 5 * p[late & ~new].mean()
 
 
 def test_probabilities_are_calibrated(trained):
