@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from greenlane.models.registry import Registry, RegistryError
 from greenlane.models.schema import conform
 from greenlane.streams.domain.money import convert
 from greenlane.streams.settings import ConfigError, build_section, read_yaml
+from greenlane.streams.stages.revenue import (
+    RevenueSettings,
+    load_revenue_settings,
+    nominal_tax_rate,
+)
 
 log = logging.getLogger("greenlane.model")
 MODEL_REASON = "M_RISK_MODEL"
@@ -66,9 +72,12 @@ def canonical_rows(
     """Pre-arrival declarations (decoded Avro dicts) as canonical history rows, no label.
 
     One row per declaration: weights, quantities and values (in the reference currency) are
-    summed over item lines; HS code and origin are those of the most valuable line. ``extras``
-    (column, filing field) are a model's extra features, read from the named filing fields.
+    summed over item lines; HS code and origin are those of the most valuable line, and the tax
+    rate is that line's duty plus the destination's VAT (``revenue.nominal_tax_rate``, of the
+    shipped revenue settings). The filing names no declarant, so ``declarant_id`` is missing.
+    ``extras`` (column, filing field) are a model's extra features, read from those fields.
     """
+    revenue = _revenue_settings()
     rows: dict[str, list[Any]] = {
         c: []
         for c in (
@@ -104,7 +113,7 @@ def canonical_rows(
         rows["importer_id"].append(
             consignee["party_id"] or f"{consignee['name']}|{consignee['address']}"
         )
-        rows["declarant_id"].append(r["carrier_id"])  # no declarant in the data set: the filer
+        rows["declarant_id"].append(None)  # the data set names no declarant (nor does history)
         rows["carrier_id"].append(r["carrier_id"])
         rows["hs_code"].append(main["hs_code"])
         rows["origin"].append(main["origin_country"])
@@ -113,7 +122,9 @@ def canonical_rows(
         rows["net_mass_kg"].append(sum(i["net_weight_kg"] for i in items))
         rows["quantity"].append(float(sum(i["quantity"] for i in items)))
         rows["value"].append(float(np.nansum(values)))
-        rows["tax_rate"].append(None)
+        rows["tax_rate"].append(
+            nominal_tax_rate(revenue, r["destination_country"], main["hs_code"])
+        )
         rows["description"].append(" ".join(i["description"] for i in items))
         rows["platform"].append(r["platform"])
     frame = conform(pl.DataFrame(rows, schema_overrides={"date": pl.Date}))
@@ -123,6 +134,11 @@ def canonical_rows(
             for name, path in extras
         )
     return frame
+
+
+@cache
+def _revenue_settings() -> RevenueSettings:
+    return load_revenue_settings()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import struct
 import time
 from bisect import bisect
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from itertools import accumulate
 from pathlib import Path
@@ -29,7 +29,16 @@ from typing import Any
 
 import yaml
 
-from greenlane.streams.settings import SETTINGS_DIR, ConfigError, Settings, read_toml, schema_path
+from greenlane.streams.devtools import fraud as world
+from greenlane.streams.devtools.fraud import Brand, FraudSettings, Truth
+from greenlane.streams.settings import (
+    SETTINGS_DIR,
+    ConfigError,
+    Settings,
+    read_toml,
+    read_yaml,
+    schema_path,
+)
 
 SIMULATION_FILE = SETTINGS_DIR / "simulation.yaml"
 TARGETING_DIR = SETTINGS_DIR / "targeting"
@@ -175,6 +184,7 @@ class Catalogue:
     risk_signals: dict[str, float]
     airline_prefixes: tuple[str, ...]
     risk: RiskLists
+    fraud: FraudSettings
 
     def profile(self, country: str) -> CountryProfile:
         return self.countries.get(country) or self.fallback
@@ -499,6 +509,63 @@ def load_catalogue(
         risk_signals=signals,
         airline_prefixes=airline_prefixes,
         risk=risk,
+        fraud=_fraud(top.sub("fraud"), goods_chapters(top)),
+    )
+
+
+def goods_chapters(top: _Reader) -> set[str]:
+    return {str(g["hs"])[:2] for g in top.get("goods", []) if isinstance(g, dict) and "hs" in g}
+
+
+def _signal_factors(r: _Reader) -> dict[str, float]:
+    factors = r.weights("signal_factors")
+    if set(factors) - set(RISK_SIGNALS):
+        raise ConfigError(f"{r.where}.signal_factors: known signals are {list(RISK_SIGNALS)}")
+    return factors
+
+
+def _fraud(r: _Reader, chapters: set[str], lists_dir: Path | None = None) -> FraudSettings:
+    """simulation.yaml's fraud section, with the brands and names of the lists (targets of
+    counterfeiters, and risky sellers the watchlist knows)."""
+    from greenlane.streams.stages.watchlists import BRANDS_FILE, LISTS_DIR, PARTIES_FILE
+
+    folder = lists_dir or LISTS_DIR
+    mechanisms = r.weights("mechanisms")
+    if set(mechanisms) - set(world.MECHANISMS):
+        raise ConfigError(f"{r.where}.mechanisms: known mechanisms are {list(world.MECHANISMS)}")
+    brands_data = read_yaml(folder / BRANDS_FILE, "IPR brands") or {}
+    brands = tuple(
+        Brand(str(e["brand"]), tuple(c for c in e.get("hs_chapters", ()) if c in chapters))
+        for e in brands_data.get("entries", [])
+        if not e.get("ambiguous") and set(e.get("hs_chapters", ())) & chapters
+    )
+    parties = read_yaml(folder / PARTIES_FILE, "watchlist") or {}
+    names = tuple(
+        (str(e["name"]), e.get("country"))
+        for e in parties.get("entries", [])
+        if e.get("name") and not e.get("address") and "seller" in e.get("roles", ["seller"])
+    )
+    low, high = (int(v) for v in r.span("split_parts", 2))
+    gap = tuple(int(v) for v in r.span("split_gap_messages", 1))
+    return FraudSettings(
+        rate=r.share("rate"),
+        hidden_share=r.share("hidden_share"),
+        risky_seller_share=r.share("risky_seller_share"),
+        risky_seller_factor=r.number("risky_seller_factor", 1.0),
+        watchlisted_share=r.share("watchlisted_share"),
+        risky_buyer_share=r.share("risky_buyer_share"),
+        risky_buyer_factor=r.number("risky_buyer_factor", 1.0),
+        signal_factors=_signal_factors(r),
+        mechanisms=mechanisms,
+        undervaluation_factor=r.span("undervaluation_factor", 0.01),
+        misdeclared_value_factor=r.span("misdeclared_value_factor", 0.01),
+        split_parts=(low, high),
+        split_total_eur=r.span("split_total_eur", 1.0),
+        split_gap_messages=(gap[0], gap[1]),
+        prohibited_hs=r.strings("prohibited_hs"),
+        disguised_share=r.share("disguised_share"),
+        brands=brands,
+        watchlist_names=names,
     )
 
 
@@ -538,6 +605,7 @@ def _params(top: _Reader) -> dict[str, Any]:
         "unknown_schema_id_base": invalid.integer("unknown_schema_id_base", 1),
         "corrupt_length": tuple(int(v) for v in invalid.span("corrupt_length", 2)),
         "seller_pool_size": sellers.integer("pool_size", 1),
+        "world_seed": sellers.integer("world_seed", 0),
         "zipf_exponent": sellers.number("zipf_exponent", 0.0, 5.0),
         "goods_per_seller": tuple(int(v) for v in sellers.span("goods_per_seller", 1)),
         "account_id_share": sellers.share("account_id_share"),
@@ -655,6 +723,7 @@ class SimulatedFiling:
     raw: bytes | None  # set instead of value for deliberately broken bytes
     kind: str  # one of KINDS
     signals: tuple[str, ...] = ()  # risk signals of a risky consignment
+    truth: Truth | None = None  # what the consignment really is (None: invalid message)
 
 
 class _Rng(random.Random):
@@ -693,6 +762,7 @@ class _Seller:
     platform: Platform | None
     goods: _Choice
     made_in: _Choice | None
+    risky: bool = False  # cheats often (ground truth)
 
 
 @dataclass(slots=True)
@@ -720,6 +790,9 @@ class _Consignment:
     pre_loading_hs: bool = True
     pre_loading_origin: bool = True
     broken: str | None = None  # "blank_waybill" | "no_items" for unusable records
+    seller_risky: bool = False
+    true_value_eur: float = 0.0
+    truth: Truth | None = None
 
 
 @dataclass(slots=True)
@@ -740,6 +813,11 @@ class _Traffic:
     vendor_ids: dict[tuple[str, str], str] = field(default_factory=dict)
     unknown_ids: int = 0
     choices: dict[str, Any] = field(default_factory=dict)
+    # the world's fraud: its own random stream, so that it leaves the traffic as it was
+    frng: random.Random = field(default_factory=random.Random)
+    fraud_base: float = 0.0
+    risky_buyers: dict[tuple[str, str], bool] = field(default_factory=dict)
+    later: list[tuple[int, int, _Consignment]] = field(default_factory=list)  # split parcels
 
 
 def generate(
@@ -749,14 +827,19 @@ def generate(
     invalid_share: float = 0.01,
     start_ms: int | None = None,
     catalogue: Catalogue | None = None,
+    mean_gap_ms: float | None = None,
+    fraud_rate: float | None = None,
 ) -> Iterator[SimulatedFiling]:
     """Yield ``count`` filings (messages, not consignments) of synthetic carrier traffic.
 
     ``risky_share`` is the share of consignments carrying risk signals, ``invalid_share`` the
     share of messages that must be dead-lettered. Event times start at ``start_ms`` (default:
-    now) and advance by a few ms per message. The same arguments (including ``start_ms``)
-    always yield the same sequence; house waybills depend on the seed only, so use another
-    seed for traffic that must not link to an earlier run's consignments.
+    now) and advance by a few ms per message (``mean_gap_ms``, default simulation.yaml's; the
+    synthetic history spreads a year this way). Every valid filing carries its consignment's
+    ``truth`` (the world's fraud, ``fraud.py``; ``fraud_rate`` overrides simulation.yaml's).
+    The same arguments (including ``start_ms``) always yield the same sequence; house waybills
+    depend on the seed only, so use another seed for traffic that must not link to an earlier
+    run's consignments. Sellers are the world's (``sellers.world_seed``), whatever the seed.
     """
     if count < 0:
         raise ValueError("count must be >= 0")
@@ -764,15 +847,42 @@ def generate(
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{name} must be within [0, 1], got {share}")
     cat = catalogue or default_catalogue()
+    if fraud_rate is not None:
+        if not 0.0 <= fraud_rate <= 1.0:
+            raise ValueError(f"fraud_rate must be within [0, 1], got {fraud_rate}")
+        cat = replace(cat, fraud=replace(cat.fraud, rate=fraud_rate))
     traffic = _Traffic(
         cat=cat,
         rng=_Rng(seed),
         risky_share=risky_share,
         invalid_share=invalid_share,
         clock=int(time.time() * 1000) if start_ms is None else int(start_ms),
+        frng=_Rng(seed * 7919 + 17),
     )
     _prepare(traffic)
+    _prepare_world(traffic)
+    if mean_gap_ms is not None:
+        traffic.choices["gap_ms"] = float(mean_gap_ms)
     return _run(traffic, count)
+
+
+def _prepare_world(t: _Traffic) -> None:
+    """Who cheats: risky sellers (some under a watchlisted name), and the base propensity."""
+    f, frng = t.cat.fraud, _Rng(t.cat.params["world_seed"] + 1)
+    names = list(f.watchlist_names)
+    weights = t.seller_pick.cum if t.seller_pick else []
+    risky_weight, last = 0.0, 0.0
+    for seller, cum in zip(t.sellers, weights, strict=True):
+        share, last = cum - last, cum
+        seller.risky = frng.random() < f.risky_seller_share
+        if not seller.risky:
+            continue
+        risky_weight += share
+        fits = [n for n, country in names if country in (None, seller.country)]
+        if fits and frng.random() < f.watchlisted_share:
+            seller.party = {**seller.party, "name": frng.choice(fits)}
+    total = weights[-1] if weights else 1.0
+    t.fraud_base = world.base_rate(f, risky_weight / total, t.risky_share, t.cat.risk_signals)
 
 
 def _prepare(t: _Traffic) -> None:
@@ -806,6 +916,10 @@ def _prepare(t: _Traffic) -> None:
     }
     goods_weights = [g.weight for g in cat.goods]
     low, high = p["goods_per_seller"]
+    # The sellers are the world's, whatever the traffic's seed: the synthetic history and every
+    # simulator run meet the same traders (and the same risky ones).
+    traffic_rng, t.rng = t.rng, _Rng(p["world_seed"])
+    rng = t.rng
     for _ in range(p["seller_pool_size"]):
         country = t.choices["seller_country"](rng)
         platform = None if rng.random() < p["direct_share"] else _platform_for(t, country)
@@ -824,6 +938,7 @@ def _prepare(t: _Traffic) -> None:
                 made_in=t.choices["made_in"].get(country),
             )
         )
+    t.rng = traffic_rng
     exponent = p["zipf_exponent"]
     t.seller_pick = _Choice(
         t.sellers, (1.0 / (rank + 1) ** exponent for rank in range(len(t.sellers)))
@@ -1129,6 +1244,8 @@ def _consignment(t: _Traffic, risky: bool) -> _Consignment:
     return _Consignment(
         kind="risky" if risky else "clean",
         signals=signals,
+        seller_risky=seller.risky,
+        true_value_eur=total_eur,
         carrier=carrier,
         house_waybill=_house_waybill(t, carrier),
         master_waybill=_master_waybill(t, carrier, destination) if mode == "AIR" else None,
@@ -1150,6 +1267,198 @@ def _consignment(t: _Traffic, risky: bool) -> _Consignment:
         pre_loading_hs=rng.random() < p["pre_loading_hs_share"],
         pre_loading_origin=rng.random() < p["pre_loading_origin_share"],
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The world's fraud (ground truth)
+# --------------------------------------------------------------------------------------------
+
+
+def _value_eur(t: _Traffic, c: _Consignment) -> float:
+    rates = t.cat.risk.reference_rates
+    return sum(line["value"] * rates[line["currency"]] for line in c.items)
+
+
+def _risky_buyer(t: _Traffic, consignee: dict[str, Any]) -> bool:
+    key = (consignee["name"], consignee["address"])
+    known = t.risky_buyers.get(key)
+    if known is None:
+        known = t.risky_buyers[key] = t.frng.random() < t.cat.fraud.risky_buyer_share
+    return known
+
+
+def _add_signal(c: _Consignment, signal: str) -> None:
+    """A mechanism whose trace is a targeting signal makes the consignment a risky one."""
+    c.kind = "risky"
+    c.signals = tuple(x for x in RISK_SIGNALS if x in {*c.signals, signal})
+
+
+def _set_value(t: _Traffic, line: dict[str, Any], value_eur: float) -> None:
+    """A line's declared value, kept above the rules' undervaluation bound (subtle fraud)."""
+    risk, p = t.cat.risk, t.cat.params
+    floor = risk.undervaluation_below * p["clean_value_margin"] * line["net_weight_kg"]
+    rate = risk.reference_rates[line["currency"]]
+    line["value"] = max(round(max(value_eur, floor) / rate, 2), 0.01)
+
+
+def _mechanism(t: _Traffic, c: _Consignment) -> str:
+    f, frng = t.cat.fraud, t.frng
+    if "undervaluation" in c.signals:
+        return "undervaluation"  # already declared far below any plausible price
+    if "restricted_goods" in c.signals and c.items[0]["hs_code"].startswith(f.prohibited_hs):
+        return "prohibited"
+    # a split's parcels copy its parties and goods, not its signals: only unsignalled ones split
+    weights = {k: w for k, w in f.mechanisms.items() if not (c.signals and k == "split_shipment")}
+    return _Choice(list(weights), weights.values())(frng)
+
+
+def _apply_fraud(t: _Traffic, c: _Consignment, seq: int) -> None:
+    """Decide the consignment's truth and change its data the way its mechanism would."""
+    f, frng = t.cat.fraud, t.frng
+    true_value = c.true_value_eur or _value_eur(t, c)
+    p = world.propensity(f, t.fraud_base, c.seller_risky, _risky_buyer(t, c.consignee), c.signals)
+    if frng.random() >= p:
+        c.truth = Truth(None, False, _value_eur(t, c), _value_eur(t, c))
+        return
+    mechanism = _mechanism(t, c)
+    # hidden: the goods inside are not the declared ones, and nothing in the filing shows it
+    hidden = frng.random() < f.hidden_share and mechanism != "split_shipment"
+    if not hidden and not _MECHANISMS[mechanism](t, c):
+        mechanism = "undervaluation"  # e.g. no brand protected on these goods
+        _undervalue(t, c)
+    if not hidden and mechanism in ("misdeclared_hs", "split_shipment"):
+        true_value = c.true_value_eur
+    declared = _value_eur(t, c)
+    c.truth = Truth(mechanism, hidden, max(true_value, declared), declared)
+    if mechanism == "split_shipment":
+        _schedule_parts(t, c, seq)
+
+
+def _undervalue(t: _Traffic, c: _Consignment) -> bool:
+    if "undervaluation" in c.signals:
+        return True
+    low, high = t.cat.fraud.undervaluation_factor
+    rates = t.cat.risk.reference_rates
+    for line in c.items:
+        _set_value(t, line, line["value"] * rates[line["currency"]] * t.frng.uniform(low, high))
+    return True
+
+
+def _misdeclare(t: _Traffic, c: _Consignment) -> bool:
+    """Dearer or restricted goods declared under the HS code and words of cheap ones."""
+    frng, cat = t.frng, t.cat
+    dear = [g for g in cat.goods if g.value_per_kg >= 150] + [
+        g for g in cat.restricted_goods if not g.hs_code.startswith(cat.fraud.prohibited_hs)
+    ]
+    cheap = [g for g in cat.goods if g.value_per_kg <= 30]
+    if not dear or not cheap:
+        return False
+    real, cover = frng.choice(dear), frng.choice(cheap)
+    line = c.items[0]
+    others = _value_eur(t, c) - line["value"] * cat.risk.reference_rates[line["currency"]]
+    net = max(round(frng.uniform(*real.unit_kg) * line["quantity"], 3), 0.001)
+    true_eur = real.value_per_kg * frng.uniform(*cat.params["value_noise"]) * net
+    line.update(hs_code=cover.hs_code, description=frng.choice(cover.descriptions))
+    line["net_weight_kg"] = net
+    _set_value(t, line, true_eur * frng.uniform(*cat.fraud.misdeclared_value_factor))
+    c.true_value_eur = others + true_eur
+    return True
+
+
+def _counterfeit(t: _Traffic, c: _Consignment) -> bool:
+    """A brand name on goods of its chapters, at a price no genuine article has."""
+    frng = t.frng
+    for line in c.items:
+        brands = [b for b in t.cat.fraud.brands if line["hs_code"][:2] in b.chapters]
+        if brands:
+            brand = frng.choice(brands)
+            line["description"] = f"{brand.name} {line['description']}"
+            c.cargo_description = ", ".join(dict.fromkeys(x["description"] for x in c.items))
+            return True
+    return False
+
+
+def _prohibit(t: _Traffic, c: _Consignment) -> bool:
+    """Prohibited goods in the parcel, often under a vague description."""
+    frng, cat = t.frng, t.cat
+    if not c.items[0]["hs_code"].startswith(cat.fraud.prohibited_hs):
+        goods = [g for g in cat.restricted_goods if g.hs_code.startswith(cat.fraud.prohibited_hs)]
+        if not goods:
+            return False
+        g = frng.choice(goods)
+        line = c.items[0]
+        net = max(round(frng.uniform(*g.unit_kg), 3), 0.001)
+        value = g.value_per_kg * frng.uniform(*cat.params["value_noise"]) * net
+        line.update(hs_code=g.hs_code, description=frng.choice(g.descriptions), quantity=1)
+        line["net_weight_kg"] = net
+        _set_value(t, line, value)
+        _add_signal(c, "restricted_goods")
+    if frng.random() < cat.fraud.disguised_share:
+        term = frng.choice(t.choices["vague_terms"])
+        c.items[0]["description"] = term.capitalize()
+        _add_signal(c, "vague_description")
+    c.cargo_description = ", ".join(dict.fromkeys(x["description"] for x in c.items))
+    return True
+
+
+def _split(t: _Traffic, c: _Consignment) -> bool:
+    """One purchase over the low-value threshold, sent as several parcels each under it."""
+    f, frng = t.cat.fraud, t.frng
+    k = frng.randint(*f.split_parts)
+    total = frng.uniform(*f.split_total_eur)
+    c.true_value_eur = total
+    c.pieces = k  # parts still to send, this one included
+    share = min(total / k, t.cat.params["low_value_cap_eur"] * 0.97)
+    scale = share / max(_value_eur(t, c), 0.01)
+    rates = t.cat.risk.reference_rates
+    for line in c.items:
+        _set_value(t, line, line["value"] * rates[line["currency"]] * scale)
+    return True
+
+
+_MECHANISMS: dict[str, Callable[[_Traffic, _Consignment], bool]] = {
+    "undervaluation": _undervalue,
+    "misdeclared_hs": _misdeclare,
+    "counterfeit": _counterfeit,
+    "split_shipment": _split,
+    "prohibited": _prohibit,
+}
+
+
+def _schedule_parts(t: _Traffic, c: _Consignment, seq: int) -> None:
+    """The other parcels of a split follow a few hundred messages apart: same seller, same
+    buyer, same goods, new waybills."""
+    parts, c.pieces = c.pieces, 1
+    assert c.truth is not None
+    truth = Truth(
+        "split_shipment",
+        False,
+        c.truth.true_value_eur,
+        c.truth.declared_value_eur,
+        c.house_waybill,
+    )
+    c.truth = truth
+    due = seq
+    for i in range(1, parts):
+        due += t.frng.randint(*t.cat.fraud.split_gap_messages)
+        heapq.heappush(t.later, (due, seq * 8 + i, c))
+
+
+def _next_part(t: _Traffic, template: _Consignment) -> _Consignment:
+    """A fresh consignment (times, carrier, waybill) carrying the template's parties and goods."""
+    c = _consignment(t, risky=False)
+    c.seller, c.consignee, c.platform = (
+        dict(template.seller),
+        dict(template.consignee),
+        (template.platform),
+    )
+    c.destination = template.destination
+    c.items = [dict(line) for line in template.items]
+    c.route = [template.route[0], template.destination]
+    c.vendor_collection_id = None
+    c.cargo_description = template.cargo_description
+    c.truth = template.truth
+    return c
 
 
 def _filing_time(t: _Traffic, deadline: int, late: bool) -> int:
@@ -1210,6 +1519,7 @@ def _filing(t: _Traffic, c: _Consignment, role: str, seq: int) -> SimulatedFilin
         raw=None,
         kind=kind,
         signals=c.signals,
+        truth=None if c.broken else c.truth,
     )
 
 
@@ -1257,7 +1567,7 @@ def _run(t: _Traffic, count: int) -> Iterator[SimulatedFiling]:
     """Interleave consignments: pre-loading first for most air ones, pre-arrival a few later."""
     rng, p = t.rng, t.cat.params
     pending: list[tuple[int, int, _Consignment, str]] = []  # (due seq, tiebreak, consignment, role)
-    gap_max = 2.0 * p["mean_gap_ms"]
+    gap_max = 2.0 * t.choices.get("gap_ms", p["mean_gap_ms"])
     low, high = p["interleave"]
     reverse_share = p["reverse_order_share"]
     invalid_share, risky_share = t.invalid_share, t.risky_share
@@ -1270,7 +1580,11 @@ def _run(t: _Traffic, count: int) -> Iterator[SimulatedFiling]:
             _, _, c, role = heapq.heappop(pending)
             yield _filing(t, c, role, seq)
             continue
-        c = _consignment(t, risky=rng.random() < risky_share)
+        if t.later and t.later[0][0] <= seq:
+            c = _next_part(t, heapq.heappop(t.later)[2])
+        else:
+            c = _consignment(t, risky=rng.random() < risky_share)
+            _apply_fraud(t, c, seq)
         if c.mode != "AIR":
             yield _filing(t, c, "pre_arrival", seq)
             continue

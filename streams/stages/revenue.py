@@ -754,6 +754,16 @@ def _assess(record: dict, country: str, adm: Administration) -> RevenueAssessmen
     )
 
 
+def nominal_tax_rate(settings: RevenueSettings, destination: str, hs_code: str) -> float | None:
+    """Duty rate of the HS code plus the destination's VAT/GST rate, before any threshold or
+    flat duty: what taxing the goods costs per unit of value. None where the destination has
+    no revenue settings. The risk model's ``tax_rate`` feature, in training and in the stream."""
+    adm = settings.by_country.get(destination)
+    if adm is None or not hs_code:
+        return None
+    return adm.duty_rates.of(hs_code) + adm.tax_rates[destination]
+
+
 def assess_revenue_batch(
     declarations: Sequence[dict], settings: RevenueSettings
 ) -> list[RevenueAssessment | None]:

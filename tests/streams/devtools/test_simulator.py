@@ -23,6 +23,7 @@ import yaml
 from fastavro import parse_schema
 from fastavro.validation import validate
 
+from greenlane.streams.devtools.fraud import MECHANISMS
 from greenlane.streams.devtools.simulator import (
     INVALID_KINDS,
     ROLES,
@@ -160,8 +161,59 @@ def test_risky_share_close_to_configured(traffic):
 
 
 def test_no_risk_or_invalid_when_shares_are_zero():
-    kinds = Counter(f.kind for f in _traffic(2000, risky_share=0.0, invalid_share=0.0))
-    assert kinds == {"clean": 2000}
+    traffic = _traffic(2000, risky_share=0.0, invalid_share=0.0, fraud_rate=0.0)
+    assert Counter(f.kind for f in traffic) == {"clean": 2000}
+    assert not any(f.truth.fraud for f in traffic)
+
+
+# -- the world's fraud (ground truth) ----------------------------------------------------------
+
+
+def test_every_valid_filing_carries_its_consignments_truth(traffic):
+    valid = _valid(traffic)
+    assert all(f.truth is not None for f in valid)
+    assert all(f.truth is None for f in traffic if f.kind not in ("clean", "risky"))
+    by_waybill = defaultdict(set)
+    for f in valid:
+        by_waybill[f.key].add(f.truth)
+    assert all(len(truths) == 1 for truths in by_waybill.values())  # both filings agree
+    assert not any("truth" in json.dumps(f.value) or "mechanism" in f.value for f in valid)
+
+
+def test_fraud_follows_the_world(traffic):
+    declarations = [f for f in _valid(traffic) if f.role == "pre_arrival"]
+    truths = [f.truth for f in declarations]
+    rate = sum(t.fraud for t in truths) / len(truths)
+    assert 0.02 < rate < 0.12
+    mechanisms = Counter(t.mechanism for t in truths if t.fraud)
+    assert set(mechanisms) == set(MECHANISMS), mechanisms
+    hidden = sum(t.hidden for t in truths if t.fraud) / sum(mechanisms.values())
+    assert 0.03 < hidden < 0.4  # some fraud leaves no trace in the data, as real fraud does
+    # consignments showing a targeting signal are fraudulent more often than the others
+    risky = [f.truth.fraud for f in declarations if f.kind == "risky"]
+    clean = [f.truth.fraud for f in declarations if f.kind == "clean"]
+    assert sum(risky) / len(risky) > 3 * sum(clean) / len(clean)
+
+
+def test_a_split_shipment_is_several_parcels_from_one_seller_to_one_buyer(traffic):
+    parts = defaultdict(list)
+    for f in _valid(traffic):
+        if f.role == "pre_arrival" and f.truth.mechanism == "split_shipment":
+            parts[f.truth.group].append(f.value)
+    groups = [v for v in parts.values() if len(v) > 1]
+    assert groups
+    for group in groups:
+        assert len({(r["seller"]["name"], r["consignee"]["name"]) for r in group}) == 1
+        assert len({r["house_waybill"] for r in group}) == len(group)
+
+
+def test_every_run_meets_the_same_sellers():
+    def sellers(seed: int) -> set[str]:
+        traffic = _traffic(3000, seed=seed)
+        return {f.value["seller"]["name"] for f in traffic if f.truth and f.role == "pre_arrival"}
+
+    first, second = sellers(1), sellers(2)
+    assert len(first & second) > 0.5 * min(len(first), len(second))
 
 
 # -- ordering and timing ----------------------------------------------------------------------

@@ -498,11 +498,11 @@ def test_missing_file_and_bad_yaml_are_config_errors(tmp_path):
 # ---------------------------------------------------------------------------- shipped lists
 
 
-def simulated(count: int, seed: int = 7) -> dict[str, list[dict]]:
+def simulated(count: int, seed: int = 7, **world) -> dict[str, list[dict]]:
     from greenlane.streams.devtools.simulator import generate
 
     out = {PRE_LOADING: [], PRE_ARRIVAL: []}
-    for f in generate(count, seed=seed, start_ms=1_795_000_000_000):
+    for f in generate(count, seed=seed, start_ms=1_795_000_000_000, **world):
         if f.value is not None:
             out[PRE_LOADING if f.role == "pre_loading" else PRE_ARRIVAL].append(f.value)
     return out
@@ -510,7 +510,7 @@ def simulated(count: int, seed: int = 7) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def traffic():
-    return simulated(20_000)
+    return simulated(20_000, fraud_rate=0.0)  # honest traders only
 
 
 def test_shipped_lists_load_with_realistic_sizes(shipped):
@@ -519,8 +519,9 @@ def test_shipped_lists_load_with_realistic_sizes(shipped):
     assert set(shipped.versions) == {MATCHING_FILE, PARTIES_FILE, BRANDS_FILE, TRUSTED_FILE}
 
 
-def test_simulator_traffic_hits_only_the_demo_entries(shipped, traffic):
-    """`make run` shows watchlist hits, and clean goods raise no IPR false alarm."""
+def test_simulator_traffic_hits_the_watchlist_and_honest_goods_no_brand(shipped, traffic):
+    """`make run` shows watchlist hits (the demo entries, and the watchlisted names risky
+    sellers of the world trade under), and honest goods raise no IPR false alarm."""
     ids: set[str] = set()
     codes: set[str] = set()
     for stage, records in traffic.items():
@@ -529,9 +530,32 @@ def test_simulator_traffic_hits_only_the_demo_entries(shipped, traffic):
                 codes.add(r["code"])
                 if r["code"] == "W_PARTY_WATCHLIST":
                     ids.update(re.findall(r"watchlist (\S+)", r["evidence"]))
-    assert ids and all(i.startswith("W-") for i in ids), ids
+    assert any(i.startswith("W-") for i in ids) and any(i.startswith("S-") for i in ids), ids
     assert "W_IPR_BRAND" not in codes
     assert {"T_AEO_CARRIER", "T_ACCREDITED_PLATFORM", "T_TRUSTED_SELLER"} <= codes
+
+
+def test_in_the_simulated_world_brands_and_watchlisted_names_mark_fraud(shipped):
+    """Counterfeits carry protected brands; risky sellers trade under watchlisted names."""
+    from greenlane.streams.devtools.simulator import generate
+
+    filings = [
+        f
+        for f in generate(30_000, seed=8, start_ms=1_795_000_000_000)
+        if f.truth is not None and f.role == "pre_arrival"
+    ]
+    reasons = match_batch([f.value for f in filings], PRE_ARRIVAL, shipped)
+    ipr = [f.truth for f, rs in zip(filings, reasons, strict=True) if _codes(rs) & {"W_IPR_BRAND"}]
+    assert len(ipr) > 20 and all(t.mechanism == "counterfeit" for t in ipr)
+    listed = [
+        f.truth for f, rs in zip(filings, reasons, strict=True) if "W_PARTY_WATCHLIST" in _codes(rs)
+    ]
+    fraud_rate = sum(f.truth.fraud for f in filings) / len(filings)
+    assert listed and sum(t.fraud for t in listed) / len(listed) > 3 * fraud_rate
+
+
+def _codes(reasons) -> set[str]:
+    return {r["code"] for r in reasons}
 
 
 def test_speed_on_20000_filings(traffic):
