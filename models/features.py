@@ -75,6 +75,8 @@ class FeatureSpec:
     extra_numeric: tuple[str, ...] = ()
     # (extra column, pre-arrival filing field it is read from in the stream)
     extra_filing: tuple[tuple[str, str], ...] = ()
+    # protected brand names (the IPR list): counterfeits name them on cheap goods
+    brand_terms: tuple[str, ...] = ()
 
     @property
     def categorical(self) -> tuple[str, ...]:
@@ -84,7 +86,8 @@ class FeatureSpec:
     def numeric(self) -> tuple[str, ...]:
         history = [f"{_slug(r)}_{s}" for r in self.history_roles for s in ("rate", "log_n")]
         norms = [f"value_vs_{_slug(r)}_norm" for r in self.value_norm_roles]
-        return (*_NUMERIC, *history, *norms, *self.extra_numeric)
+        brand = ("description_brand",) if self.brand_terms else ()
+        return (*_NUMERIC, *brand, *history, *norms, *self.extra_numeric)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -103,8 +106,10 @@ def default_spec(
     extra_numeric: tuple[str, ...] = (),
     extra_filing: dict[str, str] | None = None,
 ) -> FeatureSpec:
-    """The spec of models.yaml, with the vague terms of streams' quality.toml."""
+    """The spec of models.yaml, with the vague terms of streams' quality.toml and the brands of
+    the IPR list (lists/ipr_brands.yaml; ambiguous ones, ordinary words too, left out)."""
     from greenlane.streams.stages.quality import load_quality_rules
+    from greenlane.streams.stages.watchlists import protected_brand_names
 
     settings = settings or load_model_settings().features
     return FeatureSpec(
@@ -117,6 +122,7 @@ def default_spec(
         extra_categorical=tuple(extra_categorical),
         extra_numeric=tuple(extra_numeric),
         extra_filing=tuple((extra_filing or {}).items()),
+        brand_terms=protected_brand_names(),
     )
 
 
@@ -126,6 +132,7 @@ def _slug(role: str) -> str:
 
 @cache
 def _vague_pattern(terms: tuple[str, ...]) -> str:
+    """Any of ``terms`` as a whole word (vague terms, brand names), longest first."""
     alternatives = "|".join(re.escape(t.lower()) for t in sorted(terms, key=len, reverse=True))
     return rf"\b(?:{alternatives})\b"
 
@@ -298,6 +305,9 @@ def build_features(
         .then(1.0)
         .otherwise(1.0 - plain_words / n_words),
     )
+    if spec.brand_terms:
+        brand = description.str.contains(_vague_pattern(spec.brand_terms)).cast(pl.Float64)
+        own = own.with_columns(frame.select(brand.alias("description_brand")))
     extras = [
         *(pl.col(c).cast(pl.String) for c in spec.extra_categorical),
         *(pl.col(c).cast(pl.Float64) for c in spec.extra_numeric),

@@ -121,8 +121,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     s = settings()
     admin.prepare(s, progress=lambda m: None)
     sim = CarrierSimulator(s)
-    filings = generate(
-        args.count, seed=args.seed, risky_share=args.risky_share, invalid_share=args.invalid_share
+    from greenlane.streams.devtools.scorecard import TruthLog
+
+    truth = TruthLog(args.truth or _truth_path(s, args.seed))
+    filings = truth.tap(
+        generate(
+            args.count,
+            seed=args.seed,
+            risky_share=args.risky_share,
+            invalid_share=args.invalid_share,
+        )
     )
     started = time.monotonic()
 
@@ -135,6 +143,35 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     report = sim.send(filings, rate=args.rate, progress=progress)
     print(f"\n{report}")
+    print(f"ground truth: {truth.path}")
+    return 0
+
+
+def _truth_path(s, seed: int) -> Path:
+    return s.local.home_path / "truth" / f"run-{seed}.jsonl"
+
+
+def _cmd_scorecard(args: argparse.Namespace) -> int:
+    import json
+
+    from greenlane.streams.devtools.scorecard import (
+        DecisionTap,
+        format_scorecard,
+        read_truth,
+        scorecard,
+    )
+
+    if not args.truth.is_file():
+        print(f"greenlane scorecard: {args.truth}: no such ground-truth file", file=sys.stderr)
+        return 1
+    truth = read_truth(args.truth)
+    tap = DecisionTap(settings(), start="beginning")
+    try:
+        tap.read_to_end()
+    finally:
+        tap.close()
+    card = scorecard(tap.decided, truth)
+    print(json.dumps(card, indent=2) if args.json else format_scorecard(card))
     return 0
 
 
@@ -142,6 +179,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from greenlane.streams.devtools.first_model import ensure_model
     from greenlane.streams.devtools.launcher import WorkerProcess
     from greenlane.streams.devtools.progress import LiveProgress
+    from greenlane.streams.devtools.scorecard import (
+        DecisionTap,
+        TruthLog,
+        format_scorecard,
+        hit_rate,
+        scorecard,
+    )
     from greenlane.streams.devtools.simulator import CarrierSimulator, generate
     from greenlane.streams.runtime import admin
 
@@ -157,14 +201,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     sim = CarrierSimulator(s)
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     sent = [0]
+    truth = TruthLog(args.truth or _truth_path(s, seed))
+    decisions = DecisionTap(s, start="end")  # this run's decisions, judged on the ground truth
     # Stopping ends the filing stream, so the simulator still flushes what it produced.
     filings = itertools.takewhile(
         lambda _: not stop.is_set(),
-        generate(
-            args.count or 10**12,
-            seed=seed,
-            risky_share=args.risky_share,
-            invalid_share=args.invalid_share,
+        truth.tap(
+            generate(
+                args.count or 10**12,
+                seed=seed,
+                risky_share=args.risky_share,
+                invalid_share=args.invalid_share,
+            )
         ),
     )
     sim_thread = threading.Thread(
@@ -185,7 +233,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 print(f"\nthe worker exited with {code}; see {worker_log}")
                 return 1
             stop.wait(2.0)
-            print("\r" + live.line(sent[0], time.monotonic() - started), end="", flush=True)
+            decisions.poll(0.05)
+            hits = hit_rate(decisions.decided, truth.truth)
+            kpi = f"inspection hit rate {100 * hits:.0f}%  " if hits is not None else ""
+            line = live.line(sent[0], time.monotonic() - started)
+            print("\r" + line + kpi, end="", flush=True)
             if args.duration and time.monotonic() - started >= args.duration:
                 break
     except KeyboardInterrupt:
@@ -196,6 +248,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sim_thread.join(30)
         worker.stop()
     print(live.summary(sent[0], time.monotonic() - started))
+    decisions.read_to_end(1.0)
+    decisions.close()
+    print("against the simulator's ground truth (pre-arrival declarations decided):")
+    print(format_scorecard(scorecard(decisions.decided, truth.truth)))
+    print(f"ground truth: {truth.path}  (greenlane scorecard --truth {truth.path})")
     return 0
 
 
@@ -304,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=0.01,
             help="share of messages that must be dead-lettered (default: %(default)s)",
         )
+        p.add_argument(
+            "--truth",
+            type=Path,
+            metavar="FILE",
+            help="where to write the ground truth of the consignments sent, one JSON line each "
+            "(default: ~/.cache/greenlane/truth/run-SEED.jsonl); `greenlane scorecard` reads it",
+        )
 
     p = sub.add_parser(
         "simulate",
@@ -333,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="stop sending after this many filings")
     traffic_options(p, 2000.0, None)
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "scorecard",
+        help="judge the decisions against the simulator's ground truth",
+        description="Reads every decision on the release, hold and inspect topics and the "
+        "ground truth the simulator wrote (--truth), and reports the precision and recall of "
+        "inspect and hold (inspect precision is the inspection hit rate), and the model's ROC "
+        "AUC and precision at the 5%% budget next to the best any model could reach on that "
+        "traffic. Example: greenlane scorecard --truth ~/.cache/greenlane/truth/run-42.jsonl",
+    )
+    p.add_argument("--truth", type=Path, required=True, metavar="FILE", help="ground-truth file")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_cmd_scorecard)
 
     p = sub.add_parser(
         "bench",

@@ -72,7 +72,7 @@ from greenlane.streams.stages.revenue import (
     assess_revenue_batch,
     load_revenue_settings,
 )
-from greenlane.streams.stages.routing import route_for, shown_codes
+from greenlane.streams.stages.routing import forced_by_reasons, route_for, shown_codes
 from greenlane.streams.stages.targeting import (
     FilingFacts,
     TargetingRules,
@@ -839,6 +839,8 @@ class Assessor:
         every revision carries the same fields. ``identity``: the filing's record."""
         score, reasons, forced = scored
         rules = self.targeting_rules
+        codes = {r["code"] for r in reasons}
+        forced = forced_by_reasons(stage, codes, rules.thresholds, forced)
         route, placi = route_for(stage, score, rules.thresholds, forced)
         return {
             "decision_id": did,

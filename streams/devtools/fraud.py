@@ -88,7 +88,8 @@ def signal_factor(s: FraudSettings, signals: tuple[str, ...]) -> float:
 def base_rate(
     s: FraudSettings, risky_weight: float, risky_share: float, signal_weights: dict[str, float]
 ) -> float:
-    """The propensity of a consignment with no risk factor, so that the mean is about ``s.rate``.
+    """The propensity of traced fraud for a consignment with no risk factor, so that traced and
+    hidden fraud together make about ``s.rate``.
 
     ``risky_weight`` is the share of traffic from risky sellers (their popularity),
     ``risky_share`` the simulator's share of consignments showing a targeting signal and
@@ -101,7 +102,7 @@ def base_rate(
         * (1 + s.risky_buyer_share * (s.risky_buyer_factor - 1))
         * (1 + risky_share * (mean_signal - 1))
     )
-    return s.rate / mean
+    return s.rate * (1 - s.hidden_share) / mean
 
 
 def propensity(

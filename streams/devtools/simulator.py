@@ -1313,25 +1313,34 @@ def _mechanism(t: _Traffic, c: _Consignment) -> str:
 
 
 def _apply_fraud(t: _Traffic, c: _Consignment, seq: int) -> None:
-    """Decide the consignment's truth and change its data the way its mechanism would."""
+    """Decide the consignment's truth and change its data the way its mechanism would.
+
+    Traced fraud follows who and what (risky sellers and buyers, targeting signals); hidden
+    fraud strikes any consignment alike and changes nothing in its data: neither the filing
+    nor its parties say anything about it, so no model can rank it above honest traffic.
+    """
     f, frng = t.cat.fraud, t.frng
-    true_value = c.true_value_eur or _value_eur(t, c)
-    p = world.propensity(f, t.fraud_base, c.seller_risky, _risky_buyer(t, c.consignee), c.signals)
-    if frng.random() >= p:
-        c.truth = Truth(None, False, _value_eur(t, c), _value_eur(t, c))
-        return
-    mechanism = _mechanism(t, c)
-    # hidden: the goods inside are not the declared ones, and nothing in the filing shows it
-    hidden = frng.random() < f.hidden_share and mechanism != "split_shipment"
-    if not hidden and not _MECHANISMS[mechanism](t, c):
-        mechanism = "undervaluation"  # e.g. no brand protected on these goods
-        _undervalue(t, c)
-    if not hidden and mechanism in ("misdeclared_hs", "split_shipment"):
-        true_value = c.true_value_eur
     declared = _value_eur(t, c)
-    c.truth = Truth(mechanism, hidden, max(true_value, declared), declared)
-    if mechanism == "split_shipment":
-        _schedule_parts(t, c, seq)
+    p = world.propensity(f, t.fraud_base, c.seller_risky, _risky_buyer(t, c.consignee), c.signals)
+    if frng.random() < p:
+        mechanism = _mechanism(t, c)
+        if not _MECHANISMS[mechanism](t, c):
+            mechanism = "undervaluation"  # e.g. no brand protected on these goods
+            _undervalue(t, c)
+        true_value = c.true_value_eur or declared
+        if mechanism not in ("misdeclared_hs", "split_shipment"):
+            true_value = max(true_value, declared)
+        declared = _value_eur(t, c)
+        c.truth = Truth(mechanism, False, max(true_value, declared), declared)
+        if mechanism == "split_shipment":
+            _schedule_parts(t, c, seq)
+    elif frng.random() < f.rate * f.hidden_share:
+        # the goods inside are not the ones declared, at a plausible price
+        hidden = {k: w for k, w in f.mechanisms.items() if k != "split_shipment"}
+        mechanism = _Choice(list(hidden), hidden.values())(frng)
+        c.truth = Truth(mechanism, True, declared * frng.uniform(1.5, 4.0), declared)
+    else:
+        c.truth = Truth(None, False, declared, declared)
 
 
 def _undervalue(t: _Traffic, c: _Consignment) -> bool:

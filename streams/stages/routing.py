@@ -20,6 +20,17 @@ ROUTE_TOPIC_ROLE = {RELEASE: "release", HOLD: "hold", INSPECT: "inspect"}
 RELEASED = {RELEASE, "ASSESSMENT_COMPLETE"}
 
 
+def forced_by_reasons(
+    stage: str, codes: set[str] | frozenset[str], t: Thresholds, forced: str | None
+) -> str | None:
+    """The forced outcome once reasons are known: before arrival, reason codes holding one of
+    ``t.inspect_together`` (a counterfeit from a watchlisted seller, say) force INSPECT."""
+    stricter = forced is None or SEVERITY[INSPECT] > SEVERITY[forced]
+    if stage != PRE_LOADING and stricter and any(c <= codes for c in t.inspect_together):
+        return INSPECT
+    return forced
+
+
 def route_for(
     stage: str, score: float, t: Thresholds, forced: str | None = None
 ) -> tuple[str, str | None]:

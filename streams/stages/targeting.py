@@ -124,6 +124,8 @@ class Thresholds:
     request_for_information: float
     high_risk_cargo_screening: float
     do_not_load: float
+    # pre-arrival: reason codes that, all present, inspect whatever the score adds up to
+    inspect_together: tuple[frozenset[str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -450,6 +452,16 @@ def _rule(
     )
 
 
+def _together(value: Any, path: Path) -> tuple[frozenset[str], ...]:
+    where = f"{path}: pre_arrival.inspect_together"
+    if not isinstance(value, list) or not all(
+        isinstance(codes, list) and len(codes) >= 2 and all(isinstance(c, str) for c in codes)
+        for codes in value
+    ):
+        raise ConfigError(f"{where}: expected a list of reason-code lists, two codes or more each")
+    return tuple(frozenset(codes) for codes in value)
+
+
 def _thresholds(path: Path) -> Thresholds:
     th = read_yaml(path)
     try:
@@ -460,8 +472,9 @@ def _thresholds(path: Path) -> Thresholds:
                 k: _number(th["pre_loading"][k], f"{path}: pre_loading.{k}")
                 for k in ("request_for_information", "high_risk_cargo_screening", "do_not_load")
             },
+            inspect_together=_together(th["pre_arrival"].get("inspect_together", []), path),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: missing {exc}") from exc
     if not thresholds.hold <= thresholds.inspect:
         raise ConfigError(f"{path}: pre_arrival: hold must not exceed inspect")

@@ -29,7 +29,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import combinations
 from pathlib import Path
 from types import MappingProxyType
@@ -677,6 +677,23 @@ def _party_indexes(parties: Sequence[PartyEntry], norm: Normaliser, cfg: _Fields
         return address_index.find(words, _address_blocks(numbers)) if numbers else ()
 
     return find_name, find_address
+
+
+@cache
+def protected_brand_names(folder: Path | None = None) -> tuple[str, ...]:
+    """Names and aliases of the shipped IPR list's brands that are not ordinary words, lower
+    case: what the risk model's ``description_brand`` feature looks for (exact words only;
+    the lists stage does the fuzzy, chapter-aware matching)."""
+    folder = Path(folder) if folder is not None else LISTS_DIR
+    path = folder / BRANDS_FILE
+    data, _ = _versioned(path, {"entries"})
+    default_weight = 0.0
+    names: set[str] = set()
+    for where, spec in _entries(data, "entries", str(path)):
+        brand = _brand(where, spec, default_weight)
+        if not brand.ambiguous:
+            names.update(n.lower() for n in (brand.name, *brand.aliases))
+    return tuple(sorted(names))
 
 
 def load_lists(

@@ -224,7 +224,7 @@ def test_retrain_promotes_a_candidate_that_beats_the_current_model(tmp_path, goo
 
     assert result.promoted and result.current_version == weak
     assert registry.current() == result.candidate_version != weak
-    assert result.candidate["precision@5%"] > result.current["precision@5%"] + 0.2
+    assert result.candidate["precision@5%"] > 2 * result.current["precision@5%"]
     start, end = result.latest_period
     assert end == good["date"].max() and (end - start).days == LATEST_DAYS - 1
     assert result.training_rows == good.filter(pl.col("date") < start).height

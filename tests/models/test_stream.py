@@ -43,6 +43,17 @@ def scorer_for(registry: Registry, check_seconds: float = 10.0) -> StreamScorer:
     return StreamScorer(registry, settings)
 
 
+def assessor_for(registry: Registry) -> Assessor:
+    """The pre-arrival engine with the shipped rules and lists and the registry's model."""
+    fetch = {1: json.dumps(SCHEMA)}.get
+    return Assessor(
+        quality.load_quality_rules(),
+        load_targeting_rules(),
+        {PRE_ARRIVAL: WireDecoder(SCHEMA, fetch)},
+        scorer=scorer_for(registry),
+    )
+
+
 def test_canonical_rows_sum_lines_and_take_the_main_line():
     rec = pre_arrival(
         "C1",
@@ -74,13 +85,7 @@ def test_the_stream_scores_exactly_as_the_model_does_offline(registry):
 
 
 def test_decisions_record_the_model_and_its_reason(registry):
-    fetch = {1: json.dumps(SCHEMA)}.get
-    assessor = Assessor(
-        quality.load_quality_rules(),
-        load_targeting_rules(),
-        {PRE_ARRIVAL: WireDecoder(SCHEMA, fetch)},
-        scorer=scorer_for(registry),
-    )
+    assessor = assessor_for(registry)
     enc = WireEncoder(SCHEMA, 1)
     msgs = [InboundMessage(b"M1", enc.encode(pre_arrival("M1")), "t", 0, 0, NOW_MS)]
     [d] = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS).decisions
@@ -148,3 +153,31 @@ def test_an_extra_feature_declared_from_a_filing_field_flows_through_the_stream(
     assert rows["mode"].to_list() == ["AIR", "ROAD"] * 10
     parts = scorer_for(reg).score(recs, RATES)
     assert [p.probability for p in parts] == model.score(rows, model.history).tolist()
+
+
+def test_a_counterfeit_from_a_watchlisted_seller_is_inspected(registry):
+    """In the simulated world, with the shipped rules and lists (thresholds.yaml's
+    inspect_together: trust reasons do not lower such a consignment to a hold)."""
+    from greenlane.streams.devtools.simulator import default_catalogue, generate
+
+    listed = {name for name, _ in default_catalogue().fraud.watchlist_names}
+    filings = [
+        f
+        for f in generate(80_000, seed=21, invalid_share=0.0)
+        if f.role == "pre_arrival"
+        and f.truth is not None
+        and f.truth.mechanism == "counterfeit"
+        and not f.truth.hidden
+        and f.value["seller"]["name"] in listed
+    ]
+    assert filings
+    assessor = assessor_for(registry)
+    enc = WireEncoder(SCHEMA, 1)
+    msgs = [
+        InboundMessage(f.key, enc.encode(f.value), "t", 0, i, NOW_MS) for i, f in enumerate(filings)
+    ]
+    decisions = assessor.assess(PRE_ARRIVAL, msgs, {}, NOW_MS).decisions
+    assert {d["forced_outcome"] for d in decisions} == {"INSPECT"}
+    assert [d["route"] for d in decisions] == ["INSPECT"] * len(filings), [
+        (d["risk_score"], [r["code"] for r in d["reasons"]]) for d in decisions
+    ]

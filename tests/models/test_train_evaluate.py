@@ -10,10 +10,11 @@ from greenlane.models.evaluate import at_budget, budget_metrics, plot_budget_cur
 from greenlane.models.train import RiskModel, time_split, train
 from greenlane.streams.devtools.history import generate_history
 
-# On generate_history(30_000, seed=3) (the simulator's world, 12% of its fraud leaving no trace)
-# the test period gives precision@5% = 0.438, recall@5% = 0.658, revenue@5% = 0.920,
-# ROC AUC = 0.818 (fraud rate ~3.1%). 100,000 rows reach 0.46 and 0.89.
-PRECISION_AT_5 = 0.438
+# On generate_history(30_000, seed=3) (the simulator's world, a sixth of its fraud leaving no
+# trace) the test period gives precision@5% = 0.393, recall@5% = 0.579, revenue@5% = 0.798,
+# ROC AUC = 0.787 (fraud rate ~3.1%). On live traffic, a model of 100,000 rows reaches 0.45
+# and 0.88 (README: One simulated world).
+PRECISION_AT_5 = 0.393
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_trained_model_reaches_stated_precision(trained):
     assert metrics["precision@5%"] >= PRECISION_AT_5 - 0.05
     assert metrics["precision@5%"] > 8 * frame["fraud"].mean()  # far above random inspection
     assert metrics["revenue@5%"] > 0.6
-    assert metrics["roc_auc"] > 0.8
+    assert metrics["roc_auc"] > 0.75
     assert model.info["selection_window"][1] == model.info["validation_window"][0]
     assert model.info["validation_window"][1] == model.info["test_window"][0]
 

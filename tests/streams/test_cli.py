@@ -23,3 +23,15 @@ def test_worker_options_for_a_second_worker_on_one_machine():
     ).stdout
     help_text = " ".join(help_text.split())  # however argparse wrapped it
     assert "--data-dir" in help_text and "two workers on one machine need two" in help_text
+
+
+def test_scorecard_without_its_ground_truth_file_says_so(tmp_path, capsys):
+    args = build_parser().parse_args(["scorecard", "--truth", str(tmp_path / "none.jsonl")])
+    assert args.func(args) == 1
+    assert "none.jsonl: no such ground-truth file" in capsys.readouterr().err
+
+
+def test_simulate_and_run_take_a_ground_truth_file(tmp_path):
+    for command in ("simulate", "run"):
+        args = build_parser().parse_args([command, "--truth", str(tmp_path / "t.jsonl")])
+        assert args.truth == tmp_path / "t.jsonl"

@@ -146,6 +146,26 @@ def test_thresholds_map_scores_to_routes_and_placi_outcomes():
     assert route_for(PRE_LOADING, t.do_not_load, t) == ("INSPECT", "DO_NOT_LOAD")
 
 
+def test_reasons_inspected_together_force_an_inspection_before_arrival_only():
+    from greenlane.streams.stages.routing import forced_by_reasons
+
+    t = RULES.thresholds
+    both = {"W_PARTY_WATCHLIST", "W_IPR_BRAND", "T_AEO_CARRIER"}
+    assert forced_by_reasons(PRE_ARRIVAL, both, t, None) == "INSPECT"
+    assert forced_by_reasons(PRE_ARRIVAL, {"W_IPR_BRAND"}, t, None) is None
+    assert forced_by_reasons(PRE_LOADING, both, t, None) is None
+    assert forced_by_reasons(PRE_ARRIVAL, both, t, "INSPECT") == "INSPECT"
+
+
+def test_inspect_together_must_list_code_lists(folder: Path):
+    (folder / "thresholds.yaml").write_text(
+        "pre_arrival: {hold: 10, inspect: 50, inspect_together: [W_IPR_BRAND]}\npre_loading: "
+        "{request_for_information: 1, high_risk_cargo_screening: 2, do_not_load: 3}\n"
+    )
+    with pytest.raises(ConfigError, match=r"pre_arrival\.inspect_together: expected a list"):
+        load_targeting_rules(folder)
+
+
 def test_the_version_names_every_profile_and_a_digest_of_the_files():
     names = {part.split("@")[0] for part in RULES.version.split("#")[0].split(",")}
     assert names == {
