@@ -112,6 +112,12 @@ def evaluate_main(args: argparse.Namespace) -> int:
             f"judging {int(keep.sum()):,} declarations from {since}; the "
             f"{int((~keep).sum()):,} before it only build the entity history"
         )
+        learnt_until = date.fromisoformat(model.info.get("training_window", ["", "0001-01-01"])[1])
+        if since <= learnt_until:
+            _say(
+                f"note: {version} was refit on declarations up to {learnt_until}, so these "
+                "figures are in-sample for it; `train` printed its held-out figures"
+            )
         frame, score = frame.filter(pl.Series(keep)), score[keep]
     revenue = recovered_revenue(frame)
     budgets = tuple(settings.evaluation.budgets)

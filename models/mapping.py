@@ -35,6 +35,7 @@ from greenlane.streams.settings import ConfigError, read_yaml, schema_path
 
 _TOP_KEYS = {"date", "label", "revenue", "columns", "types", "extra"}
 ISO_DATE = "%Y-%m-%d"
+_NUMERIC_AVRO = {"int", "long", "float", "double", "boolean"}
 TYPES = {"text": pl.String(), "number": pl.Float64()}
 MAPPING_HELP = "pass --mapping FILE naming its columns (README: Training on your own history)"
 
@@ -168,6 +169,13 @@ def load_mapping(path: Path | str) -> Mapping:
             name, source = _extra(entry, f"{where}: extra.{kind}[{i}]")
             names.append(name)
             if source:
+                avro = filing_fields()[source]
+                if (kind == "numeric") != (avro in _NUMERIC_AVRO):
+                    raise ConfigError(
+                        f"{where}: extra.{kind}[{i}]: filing field {source!r} is {avro}, "
+                        f"not {'a number' if kind == 'numeric' else 'text'}; list it under "
+                        f"extra.{'categorical' if kind == 'numeric' else 'numeric'}"
+                    )
                 sources[name] = source
         clash = set(names) & (set(CANONICAL) | set(columns.values()))
         if clash:
@@ -295,6 +303,12 @@ def _parse_date(frame: pl.DataFrame, mapping: Mapping, data: str) -> pl.Expr:
             f"{where}: date: column {column!r} of {data} holds numbers, not dates; read it as "
             f'text with types: {{{column}: text}} and give its date.format (e.g. "%Y%m%d")'
         )
+    blank = frame[DATE].null_count()
+    if blank:
+        raise ConfigError(
+            f"{where}: date: column {column!r} of {data} has {blank:,} empty value(s); every "
+            "declaration needs its date (drop those rows or fill them in)"
+        )
     if frame.schema[DATE] != pl.String:
         return pl.col(DATE)
     fmt = mapping.date_format or ISO_DATE  # never guessed: 02/01/2025 is two different days
@@ -334,7 +348,18 @@ def _label(frame: pl.DataFrame, mapping: Mapping, where: str) -> pl.Series:
     raw = frame.get_column(LABEL)
     if mapping.positive is not None:
         wanted = [str(v).lower() if isinstance(v, bool) else str(v) for v in mapping.positive]
-        return raw.cast(pl.String).is_in(wanted).cast(pl.Int8).set(raw.is_null(), None)
+        text = raw.cast(pl.String)
+        if raw.dtype.is_float():  # 1.0 read from a float column is the label 1
+            text = raw.cast(pl.Int64, strict=False).cast(pl.String)
+        label = text.is_in(wanted).cast(pl.Int8).set(raw.is_null(), None)
+        if raw.drop_nulls().len() and not (label == 1).any():
+            seen = raw.drop_nulls().unique().head(8).to_list()
+            raise ConfigError(
+                f"{where}: label.positive: none of {list(mapping.positive)} occurs in column "
+                f"{mapping.columns[LABEL]!r} (its values include {seen}); quote values YAML "
+                "would read as booleans or numbers"
+            )
+        return label
     label = raw.cast(pl.Int8, strict=False)
     bad = frame.filter((label.is_null() & raw.is_not_null()) | ~label.is_in([0, 1]))
     if bad.height:
@@ -368,6 +393,10 @@ def apply_mapping(raw: pl.DataFrame, mapping: Mapping, data_name: str = "data") 
         **{c: pl.Float64() for c in mapping.extra_numeric},
     }
     hs_numeric = "hs_code" in frame.columns and frame.schema["hs_code"].is_numeric()
+    if hs_numeric:  # 70310.0 from a float column: the code is the whole number
+        frame = frame.with_columns(
+            pl.col("hs_code").cast(pl.Float64).fill_nan(None).round(0).cast(pl.Int64)
+        )
     frame = frame.with_columns(
         _cast(frame, c, t, present.get(c, c), where, data_name).alias(c) for c, t in dtypes.items()
     )

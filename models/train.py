@@ -7,8 +7,10 @@ percent, so they are weighted up (``class_weight``); the weighted scores are the
 the validation period with Platt scaling (monotone, so the ranking that decides inspections is
 untouched) to give probabilities the stream can combine with rule scores. The test period's
 figures are those of that model. The model saved is then refit on every labelled declaration,
-the latest included, with the boosting rounds early stopping chose and the same calibration:
-the newest fraud patterns are the ones it most needs to know.
+the latest included, with the boosting rounds early stopping chose, and keeps the calibration
+map fitted before: the newest fraud patterns are the ones it most needs to know. The map was
+fitted to the earlier trees' scores, so the refit model's probabilities are calibrated only
+approximately (on simulated live traffic: mean probability 0.034 for a fraud rate of 0.031).
 """
 
 from __future__ import annotations

@@ -196,13 +196,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     worker_log = log_dir / "worker.log"
     print(f"starting the worker (log: {worker_log})")
+    # this run's decisions, judged on the ground truth; opened first so that a broker problem
+    # is reported before a worker is started
+    decisions = DecisionTap(s, start="end")
     worker = WorkerProcess(worker_log, args=()).start()
     stop = threading.Event()
     sim = CarrierSimulator(s)
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     sent = [0]
     truth = TruthLog(args.truth or _truth_path(s, seed))
-    decisions = DecisionTap(s, start="end")  # this run's decisions, judged on the ground truth
     # Stopping ends the filing stream, so the simulator still flushes what it produced.
     filings = itertools.takewhile(
         lambda _: not stop.is_set(),
@@ -231,6 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         while not stop.is_set():
             if (code := worker.exited()) is not None:
                 print(f"\nthe worker exited with {code}; see {worker_log}")
+                decisions.close()
                 return 1
             stop.wait(2.0)
             decisions.poll(0.05)

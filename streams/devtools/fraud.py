@@ -1,7 +1,8 @@
 """The simulated world's fraud: which consignments are truly fraudulent, how, and whether it shows.
 
 The carrier simulator and the synthetic history draw from one world (``simulation.yaml``): the
-same sellers, buyers, carriers and platforms, and the fraud described here. A fraudulent
+same sellers (``sellers.world_seed``), carriers, platforms and goods, buyers drawn the same way
+(mostly one-off, as e-commerce buyers are), and the fraud described here. A fraudulent
 consignment has one mechanism: undervaluation, a misdeclared HS code, counterfeit goods, a
 split shipment or prohibited goods. Some fraud leaves no trace in the filed data at all
 (``hidden_share``: the goods in the parcel are not the ones declared, the price is

@@ -7,7 +7,8 @@ canonical row through ``models.stream.canonical_rows``, the very mapping the str
 with, and its label is what an inspection of it found (the ground truth, blurred by
 ``label_noise``). Same sellers, buyers, carriers and fraud mechanisms as live traffic, and the
 same features by construction. Revenue recovered on a finding is the tax on the undeclared
-value plus a penalty. Settings: ``models/settings/history.yaml``.
+value (for a split parcel, on its own value, which the split kept under the threshold) plus a
+penalty. Settings: ``models/settings/history.yaml``.
 """
 
 from __future__ import annotations
@@ -128,11 +129,11 @@ def _labelled(frame: pl.DataFrame, truths: list, s: HistorySettings, rng, with_t
     true_value = np.array([t.true_value_eur for t in truths])
     declared = np.array([t.declared_value_eur for t in truths])
     rate = frame["tax_rate"].fill_null(0.0).to_numpy()
-    recovered = np.where(
-        label & fraud,
-        np.maximum(true_value - declared, 0.0) * rate + s.penalty_share * true_value,
-        0.0,
-    )
+    split = np.array([t.mechanism == "split_shipment" for t in truths])
+    # a split parcel declared its own value truly: what it dodged is the tax on that value
+    undeclared = np.where(split, declared, np.maximum(true_value - declared, 0.0))
+    penalty_base = np.where(split, declared, true_value)
+    recovered = np.where(label & fraud, undeclared * rate + s.penalty_share * penalty_base, 0.0)
     out = frame.with_columns(
         pl.Series(LABEL, label.astype(np.int8)),
         pl.Series(REVENUE, np.round(recovered, 2)),

@@ -15,6 +15,7 @@ topics and the simulator's ground-truth file.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,11 @@ def read_truth(path: Path) -> dict[str, Truth]:
     """The simulator's ground-truth file (JSON lines, ``Truth.as_record``) by house waybill."""
     out: dict[str, Truth] = {}
     with Path(path).open(encoding="utf-8") as f:
-        for line in f:
+        lines = f.read().split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             r = json.loads(line)
             out[r["house_waybill"]] = Truth(
                 r["mechanism"],
@@ -67,6 +72,12 @@ def read_truth(path: Path) -> dict[str, Truth]:
                 r["declared_value_eur"],
                 r.get("group"),
             )
+        except (ValueError, KeyError, TypeError) as exc:
+            if number == len(lines):  # the last line of a file still being written
+                break
+            raise ValueError(
+                f"{path}: line {number} is not a ground-truth record ({exc})"
+            ) from None
     return out
 
 
@@ -108,15 +119,21 @@ def model_figures(p: np.ndarray, fraud: np.ndarray, hidden: np.ndarray) -> dict[
 
     The best: every traced fraud ranked above everything else, hidden frauds among the honest
     consignments at random. Its AUC is 1 - h/2 for a hidden share h of fraud (a hidden fraud
-    beats half the honest ones); its precision@5% is the traced fraud rate over 5%, at most 1.
+    beats half the honest ones). At the budget of k declarations it finds min(T, k) of the T
+    traced frauds, and fills what is left of the budget at random from the rest, whose fraud
+    rate is that of the H hidden ones.
     """
     from sklearn.metrics import roc_auc_score
 
     n = len(p)
     if n == 0 or fraud.all() or not fraud.any():
         return {"declarations": n, "roc_auc": None, f"precision@{BUDGET:g}%": None}
-    traced = (fraud & ~hidden).mean()
-    best_precision = min(1.0, traced / (BUDGET / 100))
+    k = max(1, math.ceil(n * BUDGET / 100))  # as at_budget counts it
+    traced, hidden_frauds = int((fraud & ~hidden).sum()), int((fraud & hidden).sum())
+    rest = n - traced
+    best_precision = (
+        min(traced, k) + max(k - traced, 0) * (hidden_frauds / rest if rest else 0.0)
+    ) / k
     precision = at_budget(fraud.astype(int), p, None, BUDGET)["precision"]
     h = (fraud & hidden).sum() / fraud.sum()
     return {
@@ -173,7 +190,8 @@ class TruthLog:
         self.truth: dict[str, Truth] = {}
 
     def tap(self, filings: Iterable[Any]) -> Iterable[Any]:
-        with self.path.open("w", encoding="utf-8") as out:
+        # line-buffered: the file is whole up to the last consignment handed over, at any time
+        with self.path.open("w", encoding="utf-8", buffering=1) as out:
             for filing in filings:
                 truth = filing.truth
                 if truth is not None and filing.role == "pre_arrival":
@@ -191,11 +209,17 @@ class DecisionTap:
     ROLES = ("release", "hold", "inspect")
 
     def __init__(self, settings: Any, start: str = "end") -> None:
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+        from confluent_kafka import (
+            OFFSET_BEGINNING,
+            OFFSET_END,
+            Consumer,
+            KafkaException,
+            TopicPartition,
+        )
 
         from greenlane.streams.runtime import admin
         from greenlane.streams.runtime.serde import WireDecoder, load_schema
-        from greenlane.streams.settings import schema_path
+        from greenlane.streams.settings import ConfigError, schema_path
 
         self.consumer = Consumer(
             {
@@ -205,13 +229,25 @@ class DecisionTap:
                 "enable.partition.eof": False,
             }
         )
-        topics = [settings.topics.name(r) for r in self.ROLES]
-        meta = self.consumer.list_topics(timeout=10)
-        offset = OFFSET_END if start == "end" else OFFSET_BEGINNING
-        self.partitions = [
-            TopicPartition(t, p, offset) for t in topics for p in meta.topics[t].partitions
-        ]
-        self.consumer.assign(self.partitions)
+        try:
+            topics = [settings.topics.name(r) for r in self.ROLES]
+            meta = self.consumer.list_topics(timeout=10)
+            missing = [t for t in topics if t not in meta.topics]
+            if missing:
+                raise ConfigError(f"decision topics not on {settings.bootstrap_servers}: {missing}")
+            offset = OFFSET_END if start == "end" else OFFSET_BEGINNING
+            self.partitions = [
+                TopicPartition(t, p, offset) for t in topics for p in meta.topics[t].partitions
+            ]
+            self.consumer.assign(self.partitions)
+        except KafkaException as exc:
+            self.consumer.close()
+            raise ConfigError(
+                f"{settings.bootstrap_servers}: cannot read decisions: {exc}"
+            ) from None
+        except ConfigError:
+            self.consumer.close()
+            raise
         self.decoder = WireDecoder(
             load_schema(schema_path("inspect")),
             admin.schema_fetcher(admin.registry_client(settings)),

@@ -1375,7 +1375,8 @@ def _misdeclare(t: _Traffic, c: _Consignment) -> bool:
 
 
 def _counterfeit(t: _Traffic, c: _Consignment) -> bool:
-    """A brand name on goods of its chapters, at a price no genuine article has."""
+    """A brand name on goods of its chapters, at the generic goods' price (which no genuine
+    article of the brand has)."""
     frng = t.frng
     for line in c.items:
         brands = [b for b in t.cat.fraud.brands if line["hs_code"][:2] in b.chapters]

@@ -204,3 +204,35 @@ def test_extra_features_must_name_the_filing_field_the_stream_reads(tmp_path, us
         load_mapping(_mapping(tmp_path, SERVABLE.replace("transport_mode", "seller.colour")))
     assert {"transport_mode", "seller.country", "platform"} <= set(filing_fields())
     assert not any(f.startswith("items") for f in filing_fields())  # lines are aggregated
+
+
+def test_empty_dates_are_named_not_guessed(tmp_path, user_csv):
+    frame = pl.read_csv(user_csv).with_columns(
+        decl_date=pl.when(pl.col("shipper") == "B").then(None).otherwise(pl.col("decl_date"))
+    )
+    frame.write_csv(user_csv)
+    with pytest.raises(ConfigError, match=r"column 'decl_date' .* has 1 empty value"):
+        load_history(user_csv, _mapping(tmp_path, MAPPING))
+
+
+def test_hs_codes_from_a_float_column_are_whole_codes(tmp_path, user_csv):
+    parquet = tmp_path / "floats.parquet"
+    pl.read_csv(user_csv).with_columns(pl.lit(70310.0).alias("hs")).write_parquet(parquet)
+    assert set(load_history(parquet, _mapping(tmp_path, MAPPING))["hs_code"]) == {"070310"}
+
+
+def test_positive_labels_that_never_occur_are_refused(tmp_path, user_csv):
+    text = MAPPING.replace("positive: [SEIZED, ADJUSTED]", "positive: [yes]")
+    with pytest.raises(
+        ConfigError, match=r"none of \[True\] occurs in column 'result'.*quote values"
+    ):
+        load_history(user_csv, _mapping(tmp_path, text))
+
+
+def test_a_numeric_extra_needs_a_numeric_filing_field(tmp_path):
+    text = SERVABLE.replace(
+        "extra: {categorical: [{column: port, filing: transport_mode}]}",
+        "extra: {numeric: [{column: port, filing: seller.country}]}",
+    )
+    with pytest.raises(ConfigError, match=r"'seller\.country' is string, not a number"):
+        load_mapping(_mapping(tmp_path, text))

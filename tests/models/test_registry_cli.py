@@ -78,6 +78,7 @@ def test_cli_history_train_list_evaluate_round_trip(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "evaluating model v0001 (the current model)" in out
     assert f"from {meta['test_window'][0]}; the " in out  # earlier rows build entity history
+    assert "figures are in-sample for it" in out  # the saved model was refit on them
     report = json.loads((out_dir / "evaluation-v0001.json").read_text())
     assert report["model"] == "v0001"
     # the saved model was refit on everything, the test period included: it does at least as
