@@ -164,7 +164,11 @@ def _cmd_scorecard(args: argparse.Namespace) -> int:
     if not args.truth.is_file():
         print(f"greenlane scorecard: {args.truth}: no such ground-truth file", file=sys.stderr)
         return 1
-    truth = read_truth(args.truth)
+    try:
+        truth = read_truth(args.truth)
+    except ValueError as exc:
+        print(f"greenlane scorecard: {exc}", file=sys.stderr)
+        return 1
     tap = DecisionTap(settings(), start="beginning")
     try:
         tap.read_to_end()

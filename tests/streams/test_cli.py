@@ -31,6 +31,14 @@ def test_scorecard_without_its_ground_truth_file_says_so(tmp_path, capsys):
     assert "none.jsonl: no such ground-truth file" in capsys.readouterr().err
 
 
+def test_scorecard_with_a_broken_ground_truth_file_says_which_line(tmp_path, capsys):
+    path = tmp_path / "truth.jsonl"
+    path.write_text('{"not": "a record"}\n{"house_waybill": "A"}\n')
+    args = build_parser().parse_args(["scorecard", "--truth", str(path)])
+    assert args.func(args) == 1
+    assert "truth.jsonl: line 1 is not a ground-truth record" in capsys.readouterr().err
+
+
 def test_simulate_and_run_take_a_ground_truth_file(tmp_path):
     for command in ("simulate", "run"):
         args = build_parser().parse_args([command, "--truth", str(tmp_path / "t.jsonl")])
