@@ -134,22 +134,14 @@ def _labelled(frame: pl.DataFrame, truths: list, s: HistorySettings, rng, with_t
     undeclared = np.where(split, declared, np.maximum(true_value - declared, 0.0))
     penalty_base = np.where(split, declared, true_value)
     recovered = np.where(label & fraud, undeclared * rate + s.penalty_share * penalty_base, 0.0)
-    out = frame.with_columns(
-        pl.Series(LABEL, label.astype(np.int8)),
-        pl.Series(REVENUE, np.round(recovered, 2)),
-    ).sort("date", maintain_order=True)
-    if not with_truth:
-        return conform(out)
-    extra = pl.DataFrame(
-        {"mechanism": [t.mechanism for t in truths], "hidden": [t.hidden for t in truths]},
-        schema={"mechanism": pl.String, "hidden": pl.Boolean},
-    )
-    both = frame.with_columns(
-        pl.Series(LABEL, label.astype(np.int8)),
-        pl.Series(REVENUE, np.round(recovered, 2)),
-        *extra,
-    ).sort("date", maintain_order=True)
-    return conform(both, {"mechanism": pl.String(), "hidden": pl.Boolean()})
+    columns = [pl.Series(LABEL, label.astype(np.int8)), pl.Series(REVENUE, np.round(recovered, 2))]
+    truth_columns = {"mechanism": pl.String(), "hidden": pl.Boolean()} if with_truth else {}
+    if with_truth:
+        columns += [
+            pl.Series("mechanism", [t.mechanism for t in truths], dtype=pl.String),
+            pl.Series("hidden", [t.hidden for t in truths], dtype=pl.Boolean),
+        ]
+    return conform(frame.with_columns(columns).sort("date", maintain_order=True), truth_columns)
 
 
 def write_history(frame: pl.DataFrame, path: Path) -> Path:

@@ -509,11 +509,11 @@ def load_catalogue(
         risk_signals=signals,
         airline_prefixes=airline_prefixes,
         risk=risk,
-        fraud=_fraud(top.sub("fraud"), goods_chapters(top)),
+        fraud=_fraud(top.sub("fraud"), _goods_chapters(top)),
     )
 
 
-def goods_chapters(top: _Reader) -> set[str]:
+def _goods_chapters(top: _Reader) -> set[str]:
     return {str(g["hs"])[:2] for g in top.get("goods", []) if isinstance(g, dict) and "hs" in g}
 
 
@@ -883,6 +883,16 @@ def _prepare_world(t: _Traffic) -> None:
             seller.party = {**seller.party, "name": frng.choice(fits)}
     total = weights[-1] if weights else 1.0
     t.fraud_base = world.base_rate(f, risky_weight / total, t.risky_share, t.cat.risk_signals)
+    cat = t.cat
+    prohibited = [g for g in cat.restricted_goods if g.hs_code.startswith(f.prohibited_hs)]
+    t.choices["fraud"] = {
+        # misdeclared HS: dear or restricted (not prohibited) goods, under cheap goods' codes
+        "dear": [g for g in cat.goods if g.value_per_kg >= 150]
+        + [g for g in cat.restricted_goods if g not in prohibited],
+        "cheap": [g for g in cat.goods if g.value_per_kg <= 30],
+        "prohibited": prohibited,
+        "brands": {},  # HS chapter -> brands protected on it, filled as chapters come up
+    }
 
 
 def _prepare(t: _Traffic) -> None:
@@ -1356,10 +1366,7 @@ def _undervalue(t: _Traffic, c: _Consignment) -> bool:
 def _misdeclare(t: _Traffic, c: _Consignment) -> bool:
     """Dearer or restricted goods declared under the HS code and words of cheap ones."""
     frng, cat = t.frng, t.cat
-    dear = [g for g in cat.goods if g.value_per_kg >= 150] + [
-        g for g in cat.restricted_goods if not g.hs_code.startswith(cat.fraud.prohibited_hs)
-    ]
-    cheap = [g for g in cat.goods if g.value_per_kg <= 30]
+    dear, cheap = t.choices["fraud"]["dear"], t.choices["fraud"]["cheap"]
     if not dear or not cheap:
         return False
     real, cover = frng.choice(dear), frng.choice(cheap)
@@ -1377,9 +1384,12 @@ def _misdeclare(t: _Traffic, c: _Consignment) -> bool:
 def _counterfeit(t: _Traffic, c: _Consignment) -> bool:
     """A brand name on goods of its chapters, at the generic goods' price (which no genuine
     article of the brand has)."""
-    frng = t.frng
+    frng, by_chapter = t.frng, t.choices["fraud"]["brands"]
     for line in c.items:
-        brands = [b for b in t.cat.fraud.brands if line["hs_code"][:2] in b.chapters]
+        chapter = line["hs_code"][:2]
+        brands = by_chapter.get(chapter)
+        if brands is None:
+            brands = by_chapter[chapter] = [b for b in t.cat.fraud.brands if chapter in b.chapters]
         if brands:
             brand = frng.choice(brands)
             line["description"] = f"{brand.name} {line['description']}"
@@ -1392,7 +1402,7 @@ def _prohibit(t: _Traffic, c: _Consignment) -> bool:
     """Prohibited goods in the parcel, often under a vague description."""
     frng, cat = t.frng, t.cat
     if not c.items[0]["hs_code"].startswith(cat.fraud.prohibited_hs):
-        goods = [g for g in cat.restricted_goods if g.hs_code.startswith(cat.fraud.prohibited_hs)]
+        goods = t.choices["fraud"]["prohibited"]
         if not goods:
             return False
         g = frng.choice(goods)
