@@ -189,6 +189,7 @@ def retrain_main(args: argparse.Namespace) -> int:
             latest_days=args.latest_days,
             progress=_say,
             source=str(history.folder),
+            correct=not args.no_correction,
         )
     except ValueError as exc:
         print(f"greenlane retrain: {exc}", file=sys.stderr)
@@ -199,7 +200,7 @@ def retrain_main(args: argparse.Namespace) -> int:
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     """Register train, evaluate, models, history and retrain on greenlane's sub-command parser."""
-    from greenlane.models.retrain import BUDGET, LATEST_DAYS
+    from greenlane.models.retrain import BUDGET
 
     registry_help = "model registry folder (default: GREENLANE_MODEL_REGISTRY or models.yaml)"
 
@@ -263,9 +264,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "retrain",
         help="retrain on inspection outcomes; promote only if better at the 5%% budget",
         description="Trains a candidate on the labelled history kept from inspection outcomes, "
-        "holding out its latest days; judges candidate and current model on them at the "
-        "inspection budget (precision, ties broken by revenue recovered), also on the random "
-        "picks alone (unbiased for all traffic), and promotes the candidate only if it wins.",
+        "holding out its latest period, with every row weighed by the inverse of its "
+        "selection propensity (a random pick of released traffic stands for the many "
+        "released unexamined), which corrects for examining mostly what rules and model "
+        "flagged. Judges candidate and current model on the held-out period at the "
+        "inspection budget with the same weights (estimates for all traffic: precision, ties "
+        "broken by revenue recovered), also on the random picks alone, and promotes the "
+        "candidate only if it wins on enough evidence (models.yaml retrain).",
     )
     p.add_argument(
         "--history",
@@ -277,9 +282,14 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--latest-days",
         type=int,
-        default=LATEST_DAYS,
         metavar="N",
-        help="days held out to judge on (default: %(default)s)",
+        help="days held out to judge on (default: models.yaml retrain.latest_days; a history "
+        "younger than twice that holds out its latest holdout_share of rows)",
+    )
+    p.add_argument(
+        "--no-correction",
+        action="store_true",
+        help="train without the selection-bias weights (to compare; judging stays weighted)",
     )
     p.add_argument(
         "--budget",

@@ -60,11 +60,21 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class RetrainSettings:
+    latest_days: int
+    holdout_share: float
+    min_random_picks: int
+    min_findings: int
+    max_training_weight: float
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     features: FeatureSettings
     training: TrainingSettings
     evaluation: EvaluationSettings
     registry: RegistrySettings
+    retrain: RetrainSettings
 
 
 def _check(ok: bool, where: str, what: str) -> None:
@@ -86,7 +96,9 @@ def load_model_settings(path: Path | None = None) -> ModelSettings:
     data = read_yaml(path, "model settings")
     _check(isinstance(data, dict), str(path), "expected a mapping")
     try:
-        sections = {k: dict(data[k]) for k in ("features", "training", "evaluation", "registry")}
+        sections = {
+            k: dict(data[k]) for k in ("features", "training", "evaluation", "registry", "retrain")
+        }
     except KeyError as exc:
         raise ConfigError(f"{path}: missing section {exc}") from exc
     except (TypeError, ValueError) as exc:
@@ -95,6 +107,13 @@ def load_model_settings(path: Path | None = None) -> ModelSettings:
     training = build_section(TrainingSettings, sections["training"], f"{path}: training")
     evaluation = build_section(EvaluationSettings, sections["evaluation"], f"{path}: evaluation")
     registry = build_section(RegistrySettings, sections["registry"], f"{path}: registry")
+    retrain = build_section(RetrainSettings, sections["retrain"], f"{path}: retrain")
+    r = f"{path}: retrain"
+    for key in ("latest_days", "min_random_picks", "min_findings"):
+        value = getattr(retrain, key)
+        _check(isinstance(value, int) and value >= 1, f"{r}.{key}", "a whole number >= 1")
+    _check(0 < retrain.holdout_share < 1, f"{r}.holdout_share", "must be within (0, 1)")
+    _check(retrain.max_training_weight >= 1, f"{r}.max_training_weight", "must be >= 1")
     f, t = f"{path}: features", f"{path}: training"
     _strings(features.history_roles, f"{f}.history_roles")
     _strings(features.value_norm_roles, f"{f}.value_norm_roles")
@@ -113,4 +132,4 @@ def load_model_settings(path: Path | None = None) -> ModelSettings:
         f"{path}: evaluation.budgets",
         "expected a list of percentages in (0, 100]",
     )
-    return ModelSettings(features, training, evaluation, registry)
+    return ModelSettings(features, training, evaluation, registry, retrain)

@@ -22,21 +22,38 @@ def _order(score: np.ndarray) -> np.ndarray:
 
 
 def at_budget(
-    y: np.ndarray, score: np.ndarray, revenue: np.ndarray | None, percent: float
+    y: np.ndarray,
+    score: np.ndarray,
+    revenue: np.ndarray | None,
+    percent: float,
+    weight: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """precision, recall and revenue share when the top ``percent``% are inspected."""
+    """precision, recall and revenue share when the top ``percent``% are inspected.
+
+    ``weight``: how many declarations of all traffic each row stands for (inverse selection
+    propensity, ``models.retrain``); the budget is then ``percent``% of the weight, and every
+    figure a weighted share: an estimate for all traffic from a biased sample of it.
+    """
     y = np.asarray(y, dtype=float)
-    k = max(1, math.ceil(len(y) * percent / 100.0))
-    top = _order(score)[:k]
-    found = float(y[top].sum())
+    order = _order(score)
+    if weight is None:
+        w = np.ones(len(y))
+        k = max(1, math.ceil(len(y) * percent / 100.0))
+    else:
+        w = np.asarray(weight, dtype=float)
+        cumulative = np.cumsum(w[order])
+        k = max(1, int(np.searchsorted(cumulative, cumulative[-1] * percent / 100.0)) + 1)
+    top = order[:k]
+    wy = w * y
+    found = float(wy[top].sum())
     out = {
-        "precision": found / k,
-        "recall": found / y.sum() if y.sum() else 0.0,
+        "precision": found / float(w[top].sum()),
+        "recall": found / wy.sum() if wy.sum() else 0.0,
     }
     if revenue is not None:
-        revenue = np.nan_to_num(np.asarray(revenue, dtype=float))
-        total = revenue.sum()
-        out["revenue"] = float(revenue[top].sum() / total) if total > 0 else 0.0
+        recovered = w * np.nan_to_num(np.asarray(revenue, dtype=float))
+        total = recovered.sum()
+        out["revenue"] = float(recovered[top].sum() / total) if total > 0 else 0.0
     return out
 
 
@@ -45,19 +62,25 @@ def budget_metrics(
     score: np.ndarray,
     revenue: np.ndarray | None = None,
     budgets: Sequence[float] = (1, 2, 5, 10),
+    weight: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Flat dict: precision@5%, recall@5%, revenue@5% ... roc_auc, declarations, frauds.
 
-    Without revenue (None) the revenue figures are None: absent, not zero.
+    Without revenue (None) the revenue figures are None: absent, not zero. ``weight``: see
+    ``at_budget`` (ROC AUC weighted alike); declarations and frauds count rows.
     """
     y = np.asarray(y)
     out: dict[str, float | None] = {"declarations": len(y), "frauds": int(np.sum(y))}
     for n in budgets:
-        for name, value in at_budget(y, score, revenue, n).items():
+        for name, value in at_budget(y, score, revenue, n, weight).items():
             out[f"{name}@{n:g}%"] = round(value, 4)
         if revenue is None:
             out[f"revenue@{n:g}%"] = None
-    out["roc_auc"] = round(float(roc_auc_score(y, score)), 4) if 0 < y.sum() < len(y) else None
+    out["roc_auc"] = (
+        round(float(roc_auc_score(y, score, sample_weight=weight)), 4)
+        if 0 < y.sum() < len(y)
+        else None
+    )
     return out
 
 

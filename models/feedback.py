@@ -2,8 +2,10 @@
 
 Only inspected consignments get a label, and most were inspected *because* rules or the model
 picked them, so the history is a biased sample of traffic. The decision's ``random_pick`` flag
-(exploration picks of #3, chosen at random whatever their score) and ``model_version`` are kept
-on every labelled row so evaluation can tell the unbiased random sample apart (``retrain``).
+(exploration picks of #3, chosen at random whatever their score), its ``selection_propensity``
+(how likely such a consignment was to be examined: 1 when rules or model held or inspected it,
+the random selection rate when they released it) and ``model_version`` are kept on every
+labelled row so ``retrain`` can weigh the rows back to all traffic.
 
 Pure and batch-level: ``join_outcomes`` takes a batch of decoded outcomes and the decision
 summaries the worker kept (``summary_from_decision``); ``LabelledHistory`` stores the result as
@@ -49,7 +51,8 @@ INCOMPLETE_DECLARATION = "INCOMPLETE_DECLARATION"  # a required canonical value 
 UNKNOWN_RESULT = "UNKNOWN_RESULT"  # a result this version does not know
 
 # Columns a labelled row carries besides the canonical ones: provenance of the decision and of
-# the outcome. ``random_pick`` and ``model_version`` let evaluation correct for selection bias.
+# the outcome. ``random_pick``, ``selection_propensity`` and ``model_version`` let training and
+# evaluation correct for selection bias.
 FEEDBACK_COLUMNS: dict[str, pl.DataType] = {
     "decision_id": pl.String(),
     "house_waybill": pl.String(),
@@ -57,6 +60,7 @@ FEEDBACK_COLUMNS: dict[str, pl.DataType] = {
     "route": pl.String(),
     "risk_score": pl.Float64(),
     "random_pick": pl.Boolean(),
+    "selection_propensity": pl.Float64(),
     "model_probability": pl.Float64(),
     "model_version": pl.String(),
     "result": pl.String(),
@@ -71,6 +75,7 @@ _DECISION_FIELDS = (
     "route",
     "risk_score",
     "random_pick",
+    "selection_propensity",
     "model_probability",
     "model_version",
     "destination_country",

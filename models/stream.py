@@ -64,6 +64,28 @@ def load_scoring_settings(path: Path | None = None) -> ScoringSettings:
     return settings
 
 
+def _line_values(items: Sequence[dict], rates: Mapping[str, float]) -> list[float]:
+    """Each item line's value in the reference currency (NaN when its currency has no rate)."""
+    converted = (convert(i["value"], i["currency"], rates) for i in items)
+    return [float("nan") if v is None else v for v in converted]
+
+
+def _main_line(items: Sequence[dict], values: list[float]) -> dict:
+    """The most valuable item line (the first when no value converts): its HS code, origin
+    and duty stand for the declaration's."""
+    if values and not np.isnan(values).all():
+        return items[int(np.nanargmax(values))]
+    return items[0]
+
+
+def declared_tax_rate(record: dict, rates: Mapping[str, float]) -> float | None:
+    """A declaration's ``tax_rate``, as ``canonical_rows`` gives it, for one record (the
+    simulated officers recover tax at it)."""
+    items = record["items"]
+    main = _main_line(items, _line_values(items, rates))
+    return nominal_tax_rate(_revenue_settings(), record["destination_country"], main["hs_code"])
+
+
 def canonical_rows(
     records: Sequence[dict],
     rates: Mapping[str, float],
@@ -100,13 +122,8 @@ def canonical_rows(
     }
     for r in records:
         items = r["items"]
-        converted = (convert(i["value"], i["currency"], rates) for i in items)
-        values = [float("nan") if v is None else v for v in converted]
-        main = (
-            items[int(np.nanargmax(values))]
-            if values and not np.isnan(values).all()
-            else (items[0])
-        )
+        values = _line_values(items, rates)
+        main = _main_line(items, values)
         seller, consignee = r["seller"], r["consignee"]
         rows["date"].append(datetime.fromtimestamp(r["filing_time"] / 1000, UTC).date())
         rows["seller_id"].append(seller["party_id"] or f"{seller['name']}|{seller['country']}")

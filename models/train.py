@@ -97,9 +97,15 @@ class PlattScaled:
     scaler: LogisticRegression
 
     @classmethod
-    def fit(cls, trees: HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray):
-        scaler = LogisticRegression(C=1e6).fit(trees.decision_function(x).reshape(-1, 1), y)
-        return cls(trees, scaler)
+    def fit(
+        cls,
+        trees: HistGradientBoostingClassifier,
+        x: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray | None = None,
+    ):
+        raw = trees.decision_function(x).reshape(-1, 1)
+        return cls(trees, LogisticRegression(C=1e6).fit(raw, y, sample_weight=weight))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         return self.scaler.predict_proba(self.trees.decision_function(x).reshape(-1, 1))
@@ -144,17 +150,60 @@ def time_split(
     return dates[valid_at], dates[test_at]
 
 
+def periods(
+    frame: pl.DataFrame, validation_share: float, test_share: float
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """Train, validation and test masks of a date-sorted frame, and their windows.
+
+    Split by distinct dates (``time_split``); a history of fewer than 3 dates (hours of
+    feedback from a simulation) is split by row order instead, which is time order too.
+    """
+    day = frame.get_column(DATE)
+    if day.n_unique() >= 3:
+        valid_from, test_from = time_split(frame, validation_share, test_share)
+        masks = {
+            "train": (day < valid_from).to_numpy(),
+            "validation": ((day >= valid_from) & (day < test_from)).to_numpy(),
+            "test": (day >= test_from).to_numpy(),
+        }
+        first, last = str(day.min()), str(day.max())
+        windows = {
+            "selection_window": [first, str(valid_from)],
+            "validation_window": [str(valid_from), str(test_from)],
+            "test_window": [str(test_from), last],
+        }
+        return masks, windows
+    n = frame.height
+    if n < 3:
+        raise ValueError("a time-ordered split needs at least 3 labelled declarations")
+    test_at = min(n - 1, max(2, round(n * (1 - test_share))))
+    valid_at = min(test_at - 1, max(1, round(n * (1 - test_share - validation_share))))
+    row = np.arange(n)
+    masks = {"train": row < valid_at, "validation": (row >= valid_at) & (row < test_at)}
+    masks["test"] = row >= test_at
+    windows = {
+        "selection_window": ["row 0", f"row {valid_at}"],
+        "validation_window": [f"row {valid_at}", f"row {test_at}"],
+        "test_window": [f"row {test_at}", f"row {n}"],
+    }
+    return masks, windows
+
+
 def fingerprint(frame: pl.DataFrame) -> str:
     """A short hash of the data (as CSV text, stable across library versions)."""
     return hashlib.sha256(frame.write_csv().encode()).hexdigest()[:16]
 
 
-def _weights(y: np.ndarray, how: str) -> np.ndarray | None:
+def _weights(y: np.ndarray, how: str, rows: np.ndarray | None = None) -> np.ndarray | None:
+    """Class weights (``balanced``: frauds as heavy in all as clean rows), times the rows' own
+    weights (``rows``: inverse selection propensities) when given."""
+    rows = None if rows is None else np.asarray(rows, dtype=float)
     if how != "balanced" or y.sum() == 0:
-        return None
-    positive = len(y) / (2.0 * y.sum())
-    negative = len(y) / (2.0 * (len(y) - y.sum()))
-    return np.where(y == 1, positive, negative)
+        return rows
+    w = np.ones(len(y)) if rows is None else rows
+    positive = w.sum() / (2.0 * w[y == 1].sum())
+    negative = w.sum() / (2.0 * w[y == 0].sum()) if (y == 0).any() else 1.0
+    return w * np.where(y == 1, positive, negative)
 
 
 def _drift_reference(features: pl.DataFrame, scores: np.ndarray) -> dict:
@@ -169,45 +218,60 @@ def train(
     settings: TrainingSettings | None = None,
     progress: Callable[[str], None] = lambda _m: None,
     budgets: tuple[float, ...] = (1, 2, 5, 10),
+    weights: np.ndarray | None = None,
 ) -> RiskModel:
-    """Fit on a canonical, labelled history; metrics of the held-out test period in ``info``."""
+    """Fit on a canonical, labelled history; metrics of the held-out test period in ``info``.
+
+    ``weights``: per row of ``frame``, how many declarations of all traffic it stands for
+    (``retrain``: inverse selection propensities, so that trees, calibration and test figures
+    describe all traffic, not only what was inspected); None: every row counts once.
+    """
     settings = settings or load_model_settings().training
-    frame = frame.filter(pl.col(LABEL).is_not_null()).sort(DATE, maintain_order=True)
+    labelled = pl.col(LABEL).is_not_null()
+    if weights is not None:
+        weights = np.asarray(weights, dtype=float)[frame.select(labelled).to_series().to_numpy()]
+        frame = frame.filter(labelled).with_columns(pl.Series("_weight", weights))
+        frame = frame.sort(DATE, maintain_order=True)
+        weights = frame.get_column("_weight").to_numpy()
+        frame = frame.drop("_weight")
+    else:
+        frame = frame.filter(labelled).sort(DATE, maintain_order=True)
     started = time.perf_counter()
     progress(f"features of {frame.height:,} declarations")
     features = build_features(frame, spec)
-    valid_from, test_from = time_split(frame, settings.validation_share, settings.test_share)
+    split, windows = periods(frame, settings.validation_share, settings.test_share)
     day = frame.get_column(DATE)
-    parts = {
-        "train": day < valid_from,
-        "validation": (day >= valid_from) & (day < test_from),
-        "test": day >= test_from,
-    }
     y = frame.get_column(LABEL).to_numpy().astype(int)
-    for name, mask in parts.items():
-        if y[mask.to_numpy()].sum() == 0:
+    for name, mask in split.items():
+        if y[mask].sum() == 0:
             raise ValueError(f"the {name} period has no fraud: more history is needed")
     codes = CategoryCodes(settings.min_category_count, settings.max_categories)
-    codes.fit(features.filter(parts["train"]), spec.categorical, spec.numeric)
+    codes.fit(features.filter(pl.Series(split["train"])), spec.categorical, spec.numeric)
     if codes.unused:
         progress(f"not in this history, so not used: {', '.join(codes.unused)}")
     matrix = codes.transform(features).to_numpy()
-    split = {name: mask.to_numpy() for name, mask in parts.items()}
     tr, va, te = split["train"], split["validation"], split["test"]
+
+    def part(mask: np.ndarray) -> np.ndarray | None:
+        return None if weights is None else weights[mask]
+
+    valid_from = windows["validation_window"][0]
     progress(f"training trees on {tr.sum():,} declarations before {valid_from}")
     trees = _trees(settings, len(spec.categorical), matrix.shape[1], settings.early_stopping)
-    trees.fit(matrix[tr], y[tr], sample_weight=_weights(y[tr], settings.class_weight))
+    trees.fit(matrix[tr], y[tr], sample_weight=_weights(y[tr], settings.class_weight, part(tr)))
     progress(f"calibrating on {va.sum():,} declarations from {valid_from}")
-    calibrated = PlattScaled.fit(trees, matrix[va], y[va])
+    calibrated = PlattScaled.fit(trees, matrix[va], y[va], part(va))
     score = calibrated.predict_proba(matrix[te])[:, 1]
     revenue = recovered_revenue(frame)
-    metrics = budget_metrics(y[te], score, None if revenue is None else revenue[te], budgets)
+    metrics = budget_metrics(
+        y[te], score, None if revenue is None else revenue[te], budgets, part(te)
+    )
     rounds = int(trees.n_iter_)
     progress(f"refitting {rounds} boosting rounds on all {frame.height:,} declarations")
     codes.fit(features, spec.categorical, spec.numeric)  # categories new in the latest period
     matrix = codes.transform(features).to_numpy()
     final = _trees(settings, len(spec.categorical), matrix.shape[1], False, rounds)
-    final.fit(matrix, y, sample_weight=_weights(y, settings.class_weight))
+    final.fit(matrix, y, sample_weight=_weights(y, settings.class_weight, weights))
     calibrated = PlattScaled(final, calibrated.scaler)
     elapsed = time.perf_counter() - started
     progress(f"trained in {elapsed:.1f} s")
@@ -217,10 +281,9 @@ def train(
         "unused_features": list(codes.unused),
         # the saved model learnt from all of it; the three windows below chose and judged it
         "training_window": [str(day.min()), str(day.max())],
-        "selection_window": [str(day.min()), str(valid_from)],
-        "validation_window": [str(valid_from), str(test_from)],
-        "test_window": [str(test_from), str(day.max())],
+        **windows,
         "rows": {"all": frame.height, **{name: int(mask.sum()) for name, mask in split.items()}},
+        "weighted": weights is not None,
         "fraud_rate": round(float(y.mean()), 5),
         "data_fingerprint": fingerprint(frame),
         "metrics": metrics,

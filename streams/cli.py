@@ -180,8 +180,10 @@ def _cmd_scorecard(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from greenlane.models.feedback import default_history_folder
     from greenlane.streams.devtools.first_model import ensure_model
     from greenlane.streams.devtools.launcher import WorkerProcess
+    from greenlane.streams.devtools.officers import Officers, OutcomeDesk
     from greenlane.streams.devtools.progress import LiveProgress
     from greenlane.streams.devtools.scorecard import (
         DecisionTap,
@@ -194,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from greenlane.streams.runtime import admin
 
     s = settings()
-    admin.prepare(s)
+    registered = admin.prepare(s)
     print(f"risk model in force: {ensure_model(s.local.home_path)}")
     log_dir = s.local.home_path / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -202,11 +204,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"starting the worker (log: {worker_log})")
     # this run's decisions, judged on the ground truth; opened first so that a broker problem
     # is reported before a worker is started
-    decisions = DecisionTap(s, start="end")
+    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
+    officers = Officers(seed=seed)  # the targeting centre, filing outcomes from the truth
+    decisions = DecisionTap(s, start="end", listener=lambda d: officers.receive(d, time.time()))
+    outcomes = OutcomeDesk(s, registered.ids["inspection_outcome"])
     worker = WorkerProcess(worker_log, args=()).start()
     stop = threading.Event()
     sim = CarrierSimulator(s)
-    seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     sent = [0]
     truth = TruthLog(args.truth or _truth_path(s, seed))
     # Stopping ends the filing stream, so the simulator still flushes what it produced.
@@ -238,11 +242,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if (code := worker.exited()) is not None:
                 print(f"\nthe worker exited with {code}; see {worker_log}")
                 decisions.close()
+                outcomes.close()
                 return 1
             stop.wait(2.0)
             decisions.poll(0.05)
+            now = time.time()
+            outcomes.file(officers.due(now, truth.truth, truth.tax_rate, int(now * 1000)))
             hits = hit_rate(decisions.decided, truth.truth)
             kpi = f"inspection hit rate {100 * hits:.0f}%  " if hits is not None else ""
+            kpi += f"outcomes filed {officers.filed:,}  "
             line = live.line(sent[0], time.monotonic() - started)
             print("\r" + line + kpi, end="", flush=True)
             if args.duration and time.monotonic() - started >= args.duration:
@@ -257,6 +265,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(live.summary(sent[0], time.monotonic() - started))
     decisions.read_to_end(1.0)
     decisions.close()
+    undelivered = outcomes.close()
+    if undelivered:
+        print(f"{undelivered:,} inspection outcomes could not be delivered to the broker")
+    print(
+        f"officers filed {officers.filed:,} inspection outcomes ({officers.waiting:,} still "
+        f"queued, {officers.settings.delay_seconds:g} s after each decision); the worker joined "
+        f"them into the labelled history ({default_history_folder()}): greenlane retrain"
+    )
     print("against the simulator's ground truth (pre-arrival declarations decided):")
     print(format_scorecard(scorecard(decisions.decided, truth.truth)))
     print(f"ground truth: {truth.path}  (greenlane scorecard --truth {truth.path})")

@@ -557,7 +557,8 @@ class Assessor:
         ]
         previous = [j.previous["route"] if j.previous else None for j in jobs]
         changes = self.lanes.allocate(decisions, now_ms, lanes, previous)
-        return [apply_change(d, c) for d, c in zip(decisions, changes, strict=True)]
+        propensity = self.lanes.selection_propensity
+        return [apply_change(d, c, propensity(d)) for d, c in zip(decisions, changes, strict=True)]
 
     def _keep_summaries(
         self,

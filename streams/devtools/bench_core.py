@@ -35,19 +35,25 @@ def _per_filing(fn: Callable[[], object], n: int) -> float:
     return round(1e6 * (time.perf_counter() - started) / n, 1)
 
 
+def in_process_codecs() -> tuple[dict[str, WireDecoder], dict[str, WireEncoder]]:
+    """Decoders and encoders of the two filing stages with a registry of two fixed ids held
+    in memory: the batch core run in-process, without Kafka or a registry."""
+    schemas = {st: load_schema(schema_path(role)) for role, st in ROLE_STAGE.items()}
+    ids = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
+    by_id = {ids[st]: json.dumps(schemas[st]) for st in schemas}
+    decoders = {st: WireDecoder(schemas[st], by_id.get) for st in schemas}
+    return decoders, {st: WireEncoder(schemas[st], ids[st]) for st in schemas}
+
+
 def core_costs(count: int = 20_000, seed: int = 5) -> dict:
     """µs per filing of each stage, per filing stage, in batches of 1,000.
 
     The collector is tuned as in the worker (see streams/cli.py), so figures match the stream.
     """
     tune_gc()
-    schemas = {st: load_schema(schema_path(role)) for role, st in ROLE_STAGE.items()}
-    ids = {PRE_LOADING: 1, PRE_ARRIVAL: 2}
-    by_id = {ids[st]: json.dumps(schemas[st]) for st in schemas}
-    decoders = {st: WireDecoder(schemas[st], by_id.get) for st in schemas}
+    decoders, encoders = in_process_codecs()
     rules = quality.load_quality_rules()
     assessor = Assessor(rules, load_targeting_rules(), decoders)
-    encoders = {st: WireEncoder(schemas[st], ids[st]) for st in schemas}
     decision_encoder = WireEncoder(load_schema(schema_path("release")), 3)
     messages: dict[str, list[InboundMessage]] = {PRE_LOADING: [], PRE_ARRIVAL: []}
     for i, f in enumerate(generate(count, seed=seed, invalid_share=0.0)):

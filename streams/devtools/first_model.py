@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -24,18 +25,30 @@ def ensure_model(home: Path, rows: int = 100_000, seed: int = 7) -> str:
     if current is not None:
         return current
     bar = _StageBar(["synthetic history", "features", "trees", "calibration", "evaluation"])
-    bar.step(f"no risk model yet: generating {rows:,} historical declarations")
-    path = write_history(
-        generate_history(rows, seed=seed),
-        home / "training" / f"synthetic-{rows}-seed{seed}.parquet",
-    )
-    model = train(pl.read_parquet(path), default_spec(), progress=bar.step)
-    version, _ = save_trained(registry, model, path, None, promote=True)
-    metrics = model.info["metrics"]
+    version = train_first_model(registry, home / "training", rows, seed, bar.step)
+    metrics = registry.metadata(version)["metrics"]
     bar.done(
         f"model {version}: precision@5% {metrics['precision@5%']:.3f}, "
         f"ROC AUC {metrics['roc_auc']:.3f}"
     )
+    return version
+
+
+def train_first_model(
+    registry: Registry,
+    folder: Path,
+    rows: int = 100_000,
+    seed: int = 7,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> str:
+    """Train on ``rows`` declarations of synthetic history (kept in ``folder``), save the model
+    in ``registry`` and make it current; returns its version."""
+    progress(f"no risk model yet: generating {rows:,} historical declarations")
+    path = write_history(
+        generate_history(rows, seed=seed), Path(folder) / f"synthetic-{rows}-seed{seed}.parquet"
+    )
+    model = train(pl.read_parquet(path), default_spec(), progress=progress)
+    version, _ = save_trained(registry, model, path, None, promote=True)
     return version
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 MECHANISMS = ("undervaluation", "misdeclared_hs", "counterfeit", "split_shipment", "prohibited")
 
 
@@ -115,3 +117,45 @@ def propensity(
     if risky_buyer:
         p *= s.risky_buyer_factor
     return min(p, 0.9)
+
+
+SEIZED_MECHANISMS = frozenset({"counterfeit", "prohibited"})  # the goods are detained
+
+
+def examine(
+    truths: list[Truth | None],
+    tax_rates: np.ndarray,
+    u: np.ndarray,
+    missed_fraud: float,
+    false_finding: float,
+    penalty_share: float,
+    findable: list[frozenset[str] | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What examinations of these consignments find: (finding?, revenue recovered in EUR).
+
+    One inspection service for the synthetic history and the simulated officers. A fraud is
+    missed with probability ``missed_fraud``, an honest consignment gets a (wrong) finding with
+    ``false_finding`` (``u``: one uniform draw per consignment). ``findable``: per consignment,
+    the mechanisms its examination can find at all (a documentary check sees no counterfeit);
+    None: all of them. Recovered: the tax on the undeclared value plus a penalty on the value.
+    """
+    n = len(truths)
+    mechanism = [t.mechanism if t is not None else None for t in truths]
+    fraud = np.array([m is not None for m in mechanism], dtype=bool)
+    if findable is not None:
+        pairs = zip(mechanism, findable, strict=True)
+        fraud_seen = np.array([m is not None and (f is None or m in f) for m, f in pairs], bool)
+    else:
+        fraud_seen = fraud
+    missed = fraud_seen & (u < missed_fraud)
+    false = ~fraud & (u < false_finding)
+    found = (fraud_seen & ~missed) | false
+    true_value = np.array([t.true_value_eur if t is not None else 0.0 for t in truths])
+    declared = np.array([t.declared_value_eur if t is not None else 0.0 for t in truths])
+    split = np.array([m == "split_shipment" for m in mechanism], dtype=bool)
+    # a split parcel declared its own value truly: what it dodged is the tax on that value
+    undeclared = np.where(split, declared, np.maximum(true_value - declared, 0.0))
+    penalty_base = np.where(split, declared, true_value)
+    rate = np.nan_to_num(np.asarray(tax_rates, dtype=float)) if n else np.zeros(0)
+    recovered = np.where(found & fraud, undeclared * rate + penalty_share * penalty_base, 0.0)
+    return found, np.round(recovered, 2)

@@ -23,6 +23,7 @@ import polars as pl
 
 from greenlane.models.config import SETTINGS_DIR
 from greenlane.models.schema import CANONICAL, LABEL, REVENUE, conform
+from greenlane.streams.devtools.fraud import examine
 from greenlane.streams.devtools.simulator import Catalogue, default_catalogue, generate
 from greenlane.streams.settings import ConfigError, read_yaml
 
@@ -121,20 +122,15 @@ def generate_history(
 def _labelled(frame: pl.DataFrame, truths: list, s: HistorySettings, rng, with_truth: bool):
     """What inspections found (the truth, with misses and false findings), and what it
     recovered: tax on the undeclared value plus a penalty."""
-    fraud = np.array([t.fraud for t in truths])
-    u = rng.random(frame.height)
-    missed = fraud & (u < s.label_noise["missed_fraud"])
-    false = ~fraud & (u < s.label_noise["false_finding"])
-    label = (fraud & ~missed) | false
-    true_value = np.array([t.true_value_eur for t in truths])
-    declared = np.array([t.declared_value_eur for t in truths])
-    rate = frame["tax_rate"].fill_null(0.0).to_numpy()
-    split = np.array([t.mechanism == "split_shipment" for t in truths])
-    # a split parcel declared its own value truly: what it dodged is the tax on that value
-    undeclared = np.where(split, declared, np.maximum(true_value - declared, 0.0))
-    penalty_base = np.where(split, declared, true_value)
-    recovered = np.where(label & fraud, undeclared * rate + s.penalty_share * penalty_base, 0.0)
-    columns = [pl.Series(LABEL, label.astype(np.int8)), pl.Series(REVENUE, np.round(recovered, 2))]
+    found, recovered = examine(
+        truths,
+        frame["tax_rate"].fill_null(0.0).to_numpy(),
+        rng.random(frame.height),
+        s.label_noise["missed_fraud"],
+        s.label_noise["false_finding"],
+        s.penalty_share,
+    )
+    columns = [pl.Series(LABEL, found.astype(np.int8)), pl.Series(REVENUE, recovered)]
     truth_columns = {"mechanism": pl.String(), "hidden": pl.Boolean()} if with_truth else {}
     if with_truth:
         columns += [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from greenlane.models.evaluate import at_budget
+from greenlane.models.stream import declared_tax_rate
 from greenlane.streams.devtools.fraud import Truth
 
 BUDGET = 5.0  # percent of declarations: the inspection budget the model is judged at
@@ -184,10 +185,14 @@ class TruthLog:
     per consignment). The file is what ``greenlane scorecard --truth`` reads later.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, rates: Mapping[str, float] | None = None) -> None:
+        from greenlane.streams.stages.quality import load_quality_rules
+
+        self.rates = rates if rates is not None else load_quality_rules().reference_rates
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.truth: dict[str, Truth] = {}
+        self.tax_rate: dict[str, float | None] = {}  # what the officers recover tax at
 
     def tap(self, filings: Iterable[Any]) -> Iterable[Any]:
         # line-buffered: the file is whole up to the last consignment handed over, at any time
@@ -197,6 +202,7 @@ class TruthLog:
                 if truth is not None and filing.role == "pre_arrival":
                     waybill = filing.value["house_waybill"]
                     self.truth[waybill] = truth
+                    self.tax_rate[waybill] = declared_tax_rate(filing.value, self.rates)
                     out.write(json.dumps(truth.as_record(waybill)) + "\n")
                 yield filing
 
@@ -208,7 +214,13 @@ class DecisionTap:
 
     ROLES = ("release", "hold", "inspect")
 
-    def __init__(self, settings: Any, start: str = "end") -> None:
+    def __init__(
+        self,
+        settings: Any,
+        start: str = "end",
+        listener: Callable[[list[dict]], None] | None = None,
+    ) -> None:
+        """``listener``: given every batch of decoded decisions read (the simulated officers)."""
         from confluent_kafka import (
             OFFSET_BEGINNING,
             OFFSET_END,
@@ -253,12 +265,15 @@ class DecisionTap:
             admin.schema_fetcher(admin.registry_client(settings)),
         )
         self.decided: dict[str, Decided] = {}
+        self.listener = listener
 
     def poll(self, seconds: float = 0.2, max_messages: int = 50_000) -> int:
         """Read what has arrived (up to ``max_messages``); returns how many were read."""
         messages = self.consumer.consume(max_messages, timeout=seconds)
         values = [m.value() for m in messages if m.error() is None]
         records = [r for r in self.decoder.decode_batch(values) if isinstance(r, dict)]
+        if self.listener is not None and records:
+            self.listener(records)
         for waybill, d in latest(records).items():
             known = self.decided.get(waybill)
             if known is None or d.revision >= known.revision:

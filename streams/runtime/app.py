@@ -15,8 +15,10 @@ limits a Python stream processor.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -225,6 +227,30 @@ def outcome_dead_letter(
     return msg.key, dead_letter_record(msg, code, why, None, None, now_ms)
 
 
+async def retrain_now() -> str:
+    """``greenlane retrain`` as a child process (the training never holds up the event loop);
+    its lines go to the worker's log. Returns promoted, kept or failed (also a metric)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "greenlane.streams.cli",
+        "retrain",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await child.communicate()
+    text = output.decode("utf-8", "replace").strip()
+    for line in text.splitlines():
+        log.info("retrain: %s", line)
+    if child.returncode != 0:
+        result = "failed"
+    else:
+        result = "promoted" if "promoted to current" in text else "kept"
+    metrics.RETRAINS.labels(result).inc()
+    log.warning("scheduled retrain: %s (exit code %s)", result, child.returncode)
+    return result
+
+
 def create_app(s: Settings | None = None) -> faust.App:
     """Build the worker app: one batch agent per filing topic, the feedback join, the tables."""
     s = s or settings()
@@ -414,6 +440,13 @@ def create_app(s: Settings | None = None) -> faust.App:
     async def export_drift() -> None:
         if scorer.monitor is not None and scorer.monitor.rows:
             metrics.export_drift(scorer.monitor)
+
+    if s.worker.retrain_cron:
+
+        @app.crontab(s.worker.retrain_cron, timezone=dt.UTC, on_leader=True)
+        async def scheduled_retrain() -> None:
+            """The worker settings' retraining schedule, run by the group's leader only."""
+            await retrain_now()
 
     health = Health(s.worker.stall_seconds)
     agent_topics: set[str] = set()  # filled as the agents are declared

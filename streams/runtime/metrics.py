@@ -143,6 +143,11 @@ OUTCOMES = Counter(
     "Inspection outcomes: joined to their decision (labelled history) or dead-lettered.",
     ["result"],
 )
+RETRAINS = Counter(
+    "greenlane_scheduled_retrains",
+    "Scheduled retraining runs (worker retrain_cron), by result: promoted, kept or failed.",
+    ["result"],
+)
 MODEL_SCORE = Histogram(
     "greenlane_model_score",
     "Risk model probabilities of the scored pre-arrival declarations.",

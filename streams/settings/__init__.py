@@ -93,6 +93,7 @@ class Worker:
     stop_timeout_seconds: float
     stall_seconds: float
     batches_in_flight: int
+    retrain_cron: str
 
     settings_dir: str = ""
 
@@ -241,6 +242,14 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         )
     if worker.batches_in_flight < 1:
         raise ConfigError(f"{where}: [worker] batches_in_flight must be >= 1")
+    if worker.retrain_cron:
+        from croniter import croniter
+
+        if not croniter.is_valid(worker.retrain_cron):
+            raise ConfigError(
+                f"{where}: [worker] retrain_cron {worker.retrain_cron!r} is not a cron expression "
+                '(minute hour day month weekday, e.g. "0 3 * * *"; "" for none)'
+            )
     for key in ("publish_retry_max_seconds", "stop_timeout_seconds", "stall_seconds"):
         if getattr(worker, key) <= 0:
             raise ConfigError(f"{where}: [worker] {key} must be > 0")

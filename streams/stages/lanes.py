@@ -461,6 +461,20 @@ class LaneAllocator:
                 state[lane_key(country, partition)] = window.entry()
         return out
 
+    def selection_propensity(self, decision: dict) -> float | None:
+        """How likely a consignment like this one is to be examined (held or inspected), from
+        its route before lanes: 1 when rules and model send it to HOLD or INSPECT, else the
+        destination's random selection rate. Feedback weighs a labelled consignment by its
+        inverse (a random pick of released traffic stands for 1/rate of it): the selection
+        bias correction of ``models.retrain``. None for a pre-loading decision."""
+        if decision["stage"] != PRE_ARRIVAL:
+            return None
+        if decision["route"] != RELEASE:
+            return 1.0
+        country = decision["destination_country"]
+        dest = self._destinations.get(country) or self._destination(country)
+        return dest.lanes.min_random_rate
+
     def _partition(self, decision: dict) -> int:
         return (decision.get("source_partition") or 0) % self.partitions
 
@@ -500,17 +514,25 @@ def _critical_reason(decision: dict, lanes: DestinationLanes) -> bool:
     return False
 
 
-def apply_change(decision: dict, change: LaneChange | None) -> dict:
-    """The decision with the lane change applied: route, ``random_pick`` flag and the reason.
+def apply_change(
+    decision: dict, change: LaneChange | None, propensity: float | None = None
+) -> dict:
+    """The decision with the lane change applied: route, ``random_pick`` flag and the reason,
+    and its ``selection_propensity`` (``LaneAllocator.selection_propensity``, taken before).
 
     Reasons stay ordered by contribution, largest first (the lane reasons contribute 0).
     """
     if change is None:
-        return decision if "random_pick" in decision else {**decision, "random_pick": False}
+        return {
+            **decision,
+            "random_pick": decision.get("random_pick", False),
+            "selection_propensity": propensity,
+        }
     reasons = sorted([*decision["reasons"], dict(change.reason)], key=lambda r: -r["contribution"])
     return {
         **decision,
         "route": change.route,
         "random_pick": change.random_pick,
         "reasons": reasons,
+        "selection_propensity": propensity,
     }

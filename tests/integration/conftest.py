@@ -115,6 +115,39 @@ class Harness:
         finally:
             c.close()
 
+    def refiled(self) -> dict[tuple[str, int, int], tuple[str, int, int]]:
+        """Filing offsets whose bytes repeat an earlier offset of their partition, each mapped
+        to the first copy. A carrier's producer without idempotence writes such a copy when
+        the broker stored a batch but went away before acknowledging it; greenlane answers
+        the copy by republishing the first copy's decision (the replay log), so that decision
+        answers both offsets."""
+        c = Consumer(
+            {
+                "bootstrap.servers": self.settings.bootstrap_servers,
+                "group.id": f"it-refiled-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        first: dict[tuple[str, int, bytes], int] = {}
+        copies: dict[tuple[str, int, int], tuple[str, int, int]] = {}
+        try:
+            for (topic, partition), end in self.filing_ends().items():
+                if end == 0:
+                    continue
+                c.assign([TopicPartition(topic, partition, 0)])
+                offset = -1
+                while offset < end - 1:
+                    for m in c.consume(1000, timeout=5):
+                        if m.error():
+                            continue
+                        offset = m.offset()
+                        seen = first.setdefault((topic, partition, m.value()), offset)
+                        if seen != offset:
+                            copies[(topic, partition, offset)] = (topic, partition, seen)
+        finally:
+            c.close()
+        return copies
+
     def committed(self) -> dict[tuple[str, int], int]:
         """The worker group's committed offset of each filing topic partition."""
         c = Consumer(

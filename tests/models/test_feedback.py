@@ -25,7 +25,7 @@ from greenlane.models.feedback import (
     summary_from_decision,
 )
 from greenlane.models.registry import Registry
-from greenlane.models.retrain import format_result, retrain
+from greenlane.models.retrain import format_result, held_out, retrain, selection_weights
 from greenlane.models.schema import CANONICAL
 from greenlane.models.stream import canonical_rows
 from greenlane.models.train import train
@@ -54,6 +54,7 @@ def _decision(record: dict, n: int, stage: str = "PRE_ARRIVAL", **extra) -> dict
         "route": "INSPECT",
         "risk_score": 4.5,
         "random_pick": False,
+        "selection_propensity": 1.0,
         "model_probability": 0.31,
         "model_version": "v0003",
         "destination_country": record["destination_country"],
@@ -95,7 +96,14 @@ def test_join_labels_matches_and_reports_every_unmatched(declarations):
     records = declarations[:5]
     decisions = [
         _decision(records[0], 0),
-        _decision(records[1], 1, random_pick=True, model_version=None, model_probability=None),
+        _decision(
+            records[1],
+            1,
+            random_pick=True,
+            selection_propensity=0.005,
+            model_version=None,
+            model_probability=None,
+        ),
         _decision(records[2], 2),
         _decision(records[3], 3),
         _decision(records[4], 4, stage="PRE_LOADING"),
@@ -123,6 +131,7 @@ def test_join_labels_matches_and_reports_every_unmatched(declarations):
     assert rows[1]["revenue_recovered"] == 0.0
     assert rows[2]["revenue_recovered"] is None  # currency without a reference rate
     assert [r["random_pick"] for r in rows] == [False, True, False, False]
+    assert [r["selection_propensity"] for r in rows] == [1.0, 0.005, 1.0, 1.0]
     assert [r["model_version"] for r in rows] == ["v0003", None, "v0003", "v0003"]
     assert rows[0]["date"] == canonical_rows([records[0]], RATES)["date"][0]
     assert rows[0]["hs_code"] and rows[0]["value"] > 0 and rows[0]["result"] == "SEIZED"
@@ -224,7 +233,7 @@ def test_retrain_promotes_a_candidate_that_beats_the_current_model(tmp_path, goo
 
     assert result.promoted and result.current_version == weak
     assert registry.current() == result.candidate_version != weak
-    assert result.candidate["precision@5%"] > 2 * result.current["precision@5%"]
+    assert result.candidate["precision@5%"] > 1.5 * result.current["precision@5%"]
     start, end = result.latest_period
     assert end == good["date"].max() and (end - start).days == LATEST_DAYS - 1
     assert result.training_rows == good.filter(pl.col("date") < start).height
@@ -269,6 +278,71 @@ def test_retrain_needs_findings_in_the_latest_period(tmp_path, good, spec, fast)
         retrain(cleared, Registry(tmp_path / "reg"), latest_days=5, spec=spec, settings=fast)
 
 
+def test_rows_are_weighed_by_their_inverse_selection_propensity():
+    frame = pl.DataFrame({"selection_propensity": [1.0, 0.005, None, 0.01]})
+    weights, without = selection_weights(frame)
+    assert weights.tolist() == [1.0, 200.0, 1.0, 100.0] and without == 1
+    weights, without = selection_weights(pl.DataFrame({"fraud": [0, 1]}))
+    assert weights.tolist() == [1.0, 1.0] and without == 2  # an old history: every row once
+
+
+def test_a_young_history_holds_out_its_latest_rows_not_days(good):
+    [day] = good["date"].sample(1, seed=1).to_list()
+    same_day = good.head(1000).with_columns(pl.lit(day).alias("date"))
+    latest = held_out(same_day, 30, 0.3)
+    assert latest.sum() == 300 and latest[-300:].all() and not latest[:700].any()
+    by_days = held_out(good, 30, 0.3)  # a year of history: its latest 30 days
+    assert good.filter(pl.Series(by_days))["date"].min() == good["date"].max() - dt.timedelta(
+        days=29
+    )
+
+
+def _propensities(frame: pl.DataFrame, rate: float = 0.5) -> pl.DataFrame:
+    """Random picks examined only because they were picked (propensity ``rate``)."""
+    return frame.with_columns(selection_propensity=pl.when("random_pick").then(rate).otherwise(1.0))
+
+
+def test_too_few_random_picks_held_out_keep_the_current_model(tmp_path, good, spec, fast):
+    registry = Registry(tmp_path / "reg")
+    weak = _install(registry, train(_permuted(good, 1), spec, fast))
+    sparse = _propensities(good).with_columns(  # random picks only in the first half year
+        random_pick=pl.col("random_pick")
+        & (pl.col("date") < good["date"].min() + dt.timedelta(180))
+    )
+    result = retrain(sparse, registry, latest_days=LATEST_DAYS, spec=spec, settings=fast)
+    assert not result.promoted and registry.current() == weak
+    assert result.random_picks == 0 and "0 random picks" in result.reason
+    assert "models.yaml retrain" in result.reason
+    assert result.candidate["precision@5%"] > result.current["precision@5%"]  # yet not enough
+
+
+def test_a_promoted_candidate_learnt_with_weights_and_is_refit_on_all(tmp_path, good, spec, fast):
+    registry = Registry(tmp_path / "reg")
+    weak = _install(registry, train(_permuted(good, 1), spec, fast))
+    history = _propensities(good)
+    result = retrain(history, registry, latest_days=LATEST_DAYS, spec=spec, settings=fast)
+    assert result.promoted and result.corrected and result.without_propensity == 0
+    meta = registry.metadata(result.candidate_version)
+    assert meta["weighted"] is True and meta["rows"]["all"] == history.height  # refit on all
+    assert meta["judged_as"]["rows"]["all"] == result.training_rows < history.height
+    assert meta["retrain"]["against"] == weak and meta["retrain"]["corrected"] is True
+    assert "examined_precision@5%" in result.candidate  # the rows once each, beside
+    # the weighted figures count each random pick for two consignments
+    assert result.candidate["precision@5%"] != result.candidate["examined_precision@5%"]
+
+    plain = retrain(
+        history,
+        Registry(tmp_path / "plain"),
+        latest_days=LATEST_DAYS,
+        spec=spec,
+        settings=fast,
+        correct=False,
+    )
+    assert plain.corrected is False
+    assert registry.metadata(result.candidate_version)["weighted"] is True
+    assert Registry(tmp_path / "plain").metadata(plain.candidate_version)["weighted"] is False
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -292,3 +366,6 @@ def test_cli_retrain_round_trip(tmp_path, capsys):
     assert "precision@5%" in out and "revenue@5%" in out
     assert "candidate v0001: promoted to current (no current model)" in out
     assert Registry(reg).current() == "v0001"
+    assert _run([*argv, "--no-correction"]) == 0
+    assert "(unweighted)" in capsys.readouterr().out
+    assert Registry(reg).metadata("v0002")["retrain"]["corrected"] is False

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from greenlane.models.evaluate import at_budget, budget_metrics, plot_budget_curve, write_report
-from greenlane.models.train import RiskModel, time_split, train
+from greenlane.models.train import RiskModel, periods, time_split, train
 from greenlane.streams.devtools.history import generate_history
 
 # On generate_history(30_000, seed=3) (the simulator's world, a sixth of its fraud leaving no
@@ -31,6 +31,32 @@ def test_budget_metrics_by_hand():
     m = budget_metrics(y, score, revenue, budgets=(20, 50))
     assert m["precision@20%"] == 0.5 and m["recall@50%"] == 1.0 and m["revenue@20%"] == 0.1
     assert m["roc_auc"] == pytest.approx(19 / 21, abs=1e-4)
+
+
+def test_a_weighted_row_counts_as_that_many_copies():
+    rng = np.random.default_rng(4)
+    y = (rng.random(400) < 0.1).astype(int)
+    score = rng.random(400) + 0.5 * y
+    revenue = np.where(y == 1, rng.random(400) * 50, 0.0)
+    weight = rng.integers(1, 6, 400).astype(float)
+    copies = np.repeat(np.arange(400), weight.astype(int))
+    for budget in (5, 10, 20):
+        weighted = at_budget(y, score, revenue, budget, weight)
+        repeated = at_budget(y[copies], score[copies], revenue[copies], budget)
+        # the same share of the weight, up to one row's worth at the budget's edge
+        assert weighted["precision"] == pytest.approx(repeated["precision"], abs=0.03)
+        assert weighted["recall"] == pytest.approx(repeated["recall"], abs=0.03)
+    m = budget_metrics(y, score, revenue, (5,), weight)
+    assert m["roc_auc"] == pytest.approx(budget_metrics(y[copies], score[copies])["roc_auc"])
+    assert m["declarations"] == 400  # rows, not weight
+
+
+def test_a_history_of_one_day_is_split_by_row_order(history):
+    one_day = history.head(1000).with_columns(pl.lit(history["date"][0]).alias("date"))
+    masks, windows = periods(one_day, 0.15, 0.15)
+    assert [int(m.sum()) for m in masks.values()] == [700, 150, 150]
+    assert masks["train"][:700].all() and masks["test"][-150:].all()
+    assert windows["test_window"] == ["row 850", "row 1000"]
 
 
 def test_time_split_keeps_periods_in_order(history):

@@ -198,6 +198,11 @@ def test_random_picks_are_flagged_explained_and_replayable(assessor):
     assert 0 < len(picks) < 60  # a small configured share of 3,000
     assert all(d["route"] == "INSPECT" for d in picks)
     assert all("L_RANDOM_SELECTION" in [r["code"] for r in d["reasons"]] for d in picks)
+    # examined only because picked: each stands for 1/rate released consignments (feedback)
+    rate = assessor.lanes.settings.for_destination("DE").min_random_rate
+    assert all(d["selection_propensity"] == rate for d in picks if d["risk_score"] == 0)
+    released = [d for d in out.decisions if d["route"] == "RELEASE"]
+    assert {d["selection_propensity"] for d in released} <= {rate, 0.003, 0.01, 0.005}
     again = assessor.assess(PRE_ARRIVAL, messages(PRE_ARRIVAL, recs), {}, NOW_MS)
     assert [d["house_waybill"] for d in again.decisions if d["random_pick"]] == [
         d["house_waybill"] for d in picks

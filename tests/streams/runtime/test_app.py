@@ -75,3 +75,41 @@ def test_retrying_stops_when_the_worker_stops():
 
     with pytest.raises(ValueError):
         asyncio.run(app.retrying("agent-y", attempt, lambda: True, 0.01))
+
+
+def test_the_scheduled_retrain_runs_the_command_and_counts_its_result(tmp_path, monkeypatch):
+    import asyncio
+
+    from greenlane.models.feedback import LabelledHistory
+    from greenlane.models.registry import Registry
+    from greenlane.streams.devtools.history import generate_history
+    from greenlane.streams.runtime import app, metrics
+
+    monkeypatch.setenv("GREENLANE_HISTORY", str(tmp_path / "history"))
+    monkeypatch.setenv("GREENLANE_MODEL_REGISTRY", str(tmp_path / "models"))
+
+    def count(result: str) -> float:
+        return metrics.RETRAINS.labels(result)._value.get()
+
+    failed = count("failed")
+    assert asyncio.run(app.retrain_now()) == "failed"  # no outcomes yet: exit code 1
+    assert count("failed") == failed + 1
+
+    LabelledHistory().append(generate_history(3_000, seed=2))
+    promoted = count("promoted")
+    assert asyncio.run(app.retrain_now()) == "promoted"  # no current model: the first
+    assert count("promoted") == promoted + 1
+    assert Registry().current() == "v0001"
+
+
+def test_a_retrain_schedule_that_is_not_cron_is_refused(tmp_path):
+    import pytest
+
+    from greenlane.streams.settings import ConfigError, load_settings
+
+    extra = tmp_path / "worker.toml"
+    extra.write_text('[worker]\nretrain_cron = "every night"\n')
+    with pytest.raises(ConfigError, match="retrain_cron 'every night' is not a cron expression"):
+        load_settings(extra, env={})
+    extra.write_text('[worker]\nretrain_cron = "0 3 * * *"\n')
+    assert load_settings(extra, env={}).worker.retrain_cron == "0 3 * * *"

@@ -512,6 +512,23 @@ def test_apply_change_sets_route_flag_and_keeps_reasons_ordered():
     assert apply_change(d, None)["random_pick"] is False
 
 
+def test_selection_propensity_is_one_for_what_rules_examine_and_the_random_rate_otherwise():
+    lanes = LaneAllocator(load_lane_settings())  # shipped: default 0.5%, US 0.3%, AU 1%
+    propensity = lanes.selection_propensity
+    assert propensity(decision(1, 0, "DE")) == 0.005
+    assert propensity(decision(2, 0, "US")) == 0.003
+    assert propensity(decision(3, 0, "AU")) == 0.01
+    assert propensity(decision(4, 40, "US")) == 1.0  # a hold is examined (documents at least)
+    assert propensity(decision(5, 90, "US")) == 1.0
+    assert propensity(decision(6, 0, "DE", stage=PRE_LOADING)) is None
+    assert apply_change(decision(7, 0), None, 0.005)["selection_propensity"] == 0.005
+    reason = {"code": L_RANDOM_SELECTION, "description": "", "contribution": 0.0}
+    raised = apply_change(
+        decision(8, 0), LaneChange(INSPECT, True, reason | {"evidence": None}), 0.005
+    )
+    assert raised["route"] == INSPECT and raised["selection_propensity"] == 0.005
+
+
 def test_speed_per_decision():
     s = load_lane_settings()
     records = synthetic(20_000, 0.1, ("DE", "US", "FR", "GB", "AU", "CA"))
