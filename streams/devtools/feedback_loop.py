@@ -105,11 +105,7 @@ def collect_feedback(
                 lanes=view["lanes"],
             )
             for name, overlay in view.items():
-                for key, value in overlay.changes().items():
-                    if value is None:
-                        tables[name].pop(key, None)
-                    else:
-                        tables[name][key] = value
+                overlay.commit_to(tables[name])
             for d in out.decisions:
                 if d["stage"] == PRE_ARRIVAL:
                     known = latest.get(d["house_waybill"])

@@ -82,6 +82,15 @@ class Overlay(MutableMapping[str, Any]):
         """What this batch wrote: key -> new value, or None for a deletion."""
         return {k: (None if v is _ABSENT else v) for k, v in self._changes.items()}
 
+    def commit_to(self, table: MutableMapping[str, Any]) -> None:
+        """Write this batch's changes into a plain dict table (in-process runs of the core;
+        the worker commits through its tables' changelogs instead)."""
+        for key, value in self.changes().items():
+            if value is None:
+                table.pop(key, None)
+            else:
+                table[key] = value
+
     def __bool__(self) -> bool:  # an empty table is still a table, not "no state"
         return True
 

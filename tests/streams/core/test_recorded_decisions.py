@@ -65,11 +65,7 @@ def outputs() -> list[dict]:
                 lanes=view["lanes"],
             )
             for name, overlay in view.items():
-                for key, value in overlay.changes().items():
-                    if value is None:
-                        tables[name].pop(key, None)
-                    else:
-                        tables[name][key] = value
+                overlay.commit_to(tables[name])
             out += [{"decision": d} for d in result.decisions]
             out += [{"dead_letter": {**d, "value": None}} for _, d in result.dead_letters]
     return json.loads(json.dumps(out, default=repr))  # as stored: JSON types only
