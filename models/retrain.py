@@ -9,7 +9,9 @@ models are judged on the held-out period the way customs judges them: precision 
 inspection budget (5%), ties broken by the share of recovered revenue. The candidate is always
 stored in the registry, for the record, and promoted only when it wins; a tie keeps the current
 model, and so does a held-out period with too few random picks or findings to tell
-(``min_random_picks``, ``min_findings``).
+(``min_random_picks``, ``min_findings``). Both are judged only on held-out rows dated after
+the current model's training window: one promoted by an earlier retrain learnt from that
+retrain's held-out period too.
 
 Selection bias. Labelled rows are examined consignments, almost all chosen *because* rules or
 the model flagged them, often on evidence the model does not see (watchlists, brands, patterns):
@@ -86,6 +88,16 @@ def held_out(labelled: pl.DataFrame, latest_days: int, holdout_share: float) -> 
         return (day >= last - dt.timedelta(days=latest_days - 1)).to_numpy()
     n = labelled.height
     return np.arange(n) >= n - max(1, math.ceil(n * holdout_share))
+
+
+def unseen_by(model: Any, day: pl.Series) -> np.ndarray:
+    """Rows dated after the end of ``model``'s training window: the only ones it can be judged
+    on (a model promoted by an earlier retrain was refit on everything labelled then, that
+    retrain's held-out period included). All rows when there is no model or no window."""
+    window = (model.info.get("training_window") if model is not None else None) or [None, None]
+    if window[1] is None:
+        return np.ones(day.len(), dtype=bool)
+    return (day > dt.date.fromisoformat(window[1])).to_numpy()
 
 
 def _key(figures: dict[str, Any], budget: float) -> tuple[float, float]:
@@ -175,27 +187,32 @@ def retrain(
     candidate = train(
         before, spec, settings, progress, weights=None if capped is None else capped[~latest]
     )
-    progress(f"judging on {int(latest.sum()):,} labelled declarations {cutoff} .. {last}")
-    candidate_figures = judge(candidate, labelled, latest, random, budget, weights)
     current_version = registry.current()
+    current = registry.load(current_version) if current_version is not None else None
+    judged = latest & unseen_by(current, day)
+    progress(f"judging on {int(judged.sum()):,} labelled declarations {cutoff} .. {last}")
+    candidate_figures = (
+        judge(candidate, labelled, judged, random, budget, weights)
+        if judged.any()
+        else {"declarations": 0, "frauds": 0}
+    )
     current_figures = None
-    picks = latest & random
-    findings = int(labelled.get_column(LABEL).to_numpy()[latest].sum())
-    if current_version is None:
+    picks = judged & random
+    findings = int(labelled.get_column(LABEL).to_numpy()[judged].sum())
+    if current is None:
         promoted, reason = True, "no current model"
     elif picks.sum() < rules.min_random_picks or findings < rules.min_findings:
-        current_figures = judge(
-            registry.load(current_version), labelled, latest, random, budget, weights
-        )
+        if judged.any():
+            current_figures = judge(current, labelled, judged, random, budget, weights)
         promoted = False
         reason = (
-            f"{int(picks.sum())} random picks and {findings} findings held out, "
-            f"{rules.min_random_picks} and {rules.min_findings} needed to judge on all "
-            f"traffic (models.yaml retrain): {current_version} stays"
+            f"{int(picks.sum())} random picks and {findings} findings held out that "
+            f"{current_version} has not learnt from, {rules.min_random_picks} and "
+            f"{rules.min_findings} needed to judge on all traffic (models.yaml retrain): "
+            f"{current_version} stays"
         )
     else:
-        current = registry.load(current_version)
-        current_figures = judge(current, labelled, latest, random, budget, weights)
+        current_figures = judge(current, labelled, judged, random, budget, weights)
         promoted = _key(candidate_figures, budget) > _key(current_figures, budget)
         reason = (
             f"candidate beats {current_version} at {budget:g}% (weighted to all traffic)"

@@ -261,17 +261,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stop.set()
         print("\nstopping…")
         sim_thread.join(30)
+        undelivered = outcomes.close()  # on the topic before the worker stops
         worker.stop()
     print(live.summary(sent[0], time.monotonic() - started))
     decisions.read_to_end(1.0)
     decisions.close()
-    undelivered = outcomes.close()
     if undelivered:
         print(f"{undelivered:,} inspection outcomes could not be delivered to the broker")
     print(
         f"officers filed {officers.filed:,} inspection outcomes ({officers.waiting:,} still "
-        f"queued, {officers.settings.delay_seconds:g} s after each decision); the worker joined "
-        f"them into the labelled history ({default_history_folder()}): greenlane retrain"
+        f"queued, {officers.settings.delay_seconds:g} s after each decision); the worker joins "
+        f"them into the labelled history ({default_history_folder()}), those it had not read "
+        f"yet when it next starts: greenlane retrain"
     )
     print("against the simulator's ground truth (pre-arrival declarations decided):")
     print(format_scorecard(scorecard(decisions.decided, truth.truth)))

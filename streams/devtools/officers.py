@@ -140,6 +140,7 @@ class Officers:
         self._latest: dict[str, dict] = {}  # house waybill -> latest decision, while queued
         self._due: list[tuple[float, str]] = []
         self._examined: set[str] = set()
+        self._revision: dict[str, int] = {}  # house waybill -> latest revision read
         self.filed = 0
 
     @property
@@ -152,12 +153,11 @@ class Officers:
             if d.get("stage") != "PRE_ARRIVAL":
                 continue
             waybill = d["house_waybill"]
-            if waybill in self._examined:
-                continue
-            queued = self._latest.get(waybill)
-            if queued is not None:
-                if d["revision"] >= queued["revision"]:
-                    self._latest[waybill] = d
+            if waybill in self._examined or d["revision"] < self._revision.get(waybill, -1):
+                continue  # the topics may deliver an older revision after a newer one
+            self._revision[waybill] = d["revision"]
+            if waybill in self._latest:
+                self._latest[waybill] = d
             elif d["route"] in EXAMINED:
                 self._latest[waybill] = d
                 heapq.heappush(self._due, (now + self.settings.delay_seconds, waybill))

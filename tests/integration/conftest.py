@@ -136,7 +136,9 @@ class Harness:
                     continue
                 c.assign([TopicPartition(topic, partition, 0)])
                 offset = -1
+                deadline = time.monotonic() + 120
                 while offset < end - 1:
+                    assert time.monotonic() < deadline, f"{topic}[{partition}]: not read to {end}"
                     for m in c.consume(1000, timeout=5):
                         if m.error():
                             continue

@@ -220,6 +220,11 @@ def _permuted(frame: pl.DataFrame, seed: int) -> pl.DataFrame:
     )
 
 
+def _before_latest(frame: pl.DataFrame) -> pl.DataFrame:
+    """The rows before the held-out period: what a model in force had learnt from."""
+    return frame.filter(pl.col("date") < frame["date"].max() - dt.timedelta(days=LATEST_DAYS - 1))
+
+
 def _install(registry: Registry, model) -> str:
     version = registry.save(model, model.info)
     registry.promote(version)
@@ -228,7 +233,7 @@ def _install(registry: Registry, model) -> str:
 
 def test_retrain_promotes_a_candidate_that_beats_the_current_model(tmp_path, good, spec, fast):
     registry = Registry(tmp_path / "reg")
-    weak = _install(registry, train(_permuted(good, 1), spec, fast))
+    weak = _install(registry, train(_permuted(_before_latest(good), 1), spec, fast))
     result = retrain(good, registry, latest_days=LATEST_DAYS, spec=spec, settings=fast)
 
     assert result.promoted and result.current_version == weak
@@ -251,7 +256,7 @@ def test_retrain_promotes_a_candidate_that_beats_the_current_model(tmp_path, goo
 
 def test_retrain_refuses_a_candidate_no_better_than_the_current_model(tmp_path, good, spec, fast):
     registry = Registry(tmp_path / "reg")
-    strong = _install(registry, train(_labelled(8_000, seed=22), spec, fast))
+    strong = _install(registry, train(_before_latest(_labelled(8_000, seed=22)), spec, fast))
     cutoff = good["date"].max() - dt.timedelta(days=LATEST_DAYS - 1)
     spoilt = pl.concat(  # the candidate's training period carries no signal
         [_permuted(good.filter(pl.col("date") < cutoff), 2), good.filter(pl.col("date") >= cutoff)]
@@ -264,6 +269,15 @@ def test_retrain_refuses_a_candidate_no_better_than_the_current_model(tmp_path, 
     assert result.current["precision@5%"] > result.candidate["precision@5%"]
     assert result.candidate_version in registry.versions()  # kept for the record
     assert "not promoted" in format_result(result)
+
+
+def test_a_current_model_is_never_judged_on_rows_it_learnt_from(tmp_path, good, spec, fast):
+    registry = Registry(tmp_path / "reg")
+    seen_all = _install(registry, train(good, spec, fast))  # as a refit after a promotion
+    result = retrain(good, registry, latest_days=LATEST_DAYS, spec=spec, settings=fast)
+    assert not result.promoted and registry.current() == seen_all
+    assert f"held out that {seen_all} has not learnt from" in result.reason
+    assert result.candidate["declarations"] == 0 and result.current is None
 
 
 def test_retrain_needs_findings_in_the_latest_period(tmp_path, good, spec, fast):
@@ -304,7 +318,7 @@ def _propensities(frame: pl.DataFrame, rate: float = 0.5) -> pl.DataFrame:
 
 def test_too_few_random_picks_held_out_keep_the_current_model(tmp_path, good, spec, fast):
     registry = Registry(tmp_path / "reg")
-    weak = _install(registry, train(_permuted(good, 1), spec, fast))
+    weak = _install(registry, train(_permuted(_before_latest(good), 1), spec, fast))
     sparse = _propensities(good).with_columns(  # random picks only in the first half year
         random_pick=pl.col("random_pick")
         & (pl.col("date") < good["date"].min() + dt.timedelta(180))
@@ -318,7 +332,7 @@ def test_too_few_random_picks_held_out_keep_the_current_model(tmp_path, good, sp
 
 def test_a_promoted_candidate_learnt_with_weights_and_is_refit_on_all(tmp_path, good, spec, fast):
     registry = Registry(tmp_path / "reg")
-    weak = _install(registry, train(_permuted(good, 1), spec, fast))
+    weak = _install(registry, train(_permuted(_before_latest(good), 1), spec, fast))
     history = _propensities(good)
     result = retrain(history, registry, latest_days=LATEST_DAYS, spec=spec, settings=fast)
     assert result.promoted and result.corrected and result.without_propensity == 0

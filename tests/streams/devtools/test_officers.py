@@ -129,3 +129,10 @@ def test_the_queue_files_once_per_consignment_after_the_delay_on_the_latest_revi
     assert officers.waiting == 0 and officers.filed == 1
     officers.receive([decision("A", "INSPECT", revision=2)], now=130)  # examined already
     assert officers.due(10_000, truths, {}, NOW_MS) == []
+
+
+def test_an_older_revision_read_after_a_release_does_not_queue_the_consignment():
+    officers = Officers(dataclasses.replace(SETTINGS, delay_seconds=0), EXACT)
+    officers.receive([decision("A", "RELEASE", revision=2)], now=0)  # another topic, first
+    officers.receive([decision("A", "INSPECT", revision=1)], now=0)
+    assert officers.waiting == 0 and officers.due(1, {"A": truth(None)}, {}, NOW_MS) == []
