@@ -195,6 +195,14 @@ def retrain_main(args: argparse.Namespace) -> int:
         print(f"greenlane retrain: {exc}", file=sys.stderr)
         return 1
     _say(format_result(result))
+    if args.verdict_json:  # for a program that runs retrain (the worker's schedule)
+        verdict = {
+            "promoted": result.promoted,
+            "candidate": result.candidate_version,
+            "current": result.current_version,
+            "reason": result.reason,
+        }
+        print(json.dumps(verdict), flush=True)
     return 0
 
 
@@ -297,6 +305,11 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         default=BUDGET,
         metavar="PCT",
         help="inspection budget, %% of declarations (default: %(default)s)",
+    )
+    p.add_argument(
+        "--verdict-json",
+        action="store_true",
+        help="end with one JSON line: promoted, candidate, current, reason",
     )
     p.set_defaults(func=_registry_errors(retrain_main))
 

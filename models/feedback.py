@@ -99,20 +99,25 @@ def summaries_from_decisions(
     decisions: Sequence[Mapping[str, Any]],
     records: Sequence[Mapping[str, Any]],
     reference_rates: Mapping[str, float],
+    rows: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """What the worker keeps per decision (keyed by decision_id) until its outcome arrives.
 
     ``records[i]`` is the decoded filing ``decisions[i]`` assessed. Pre-arrival declarations are
     mapped with the stream's own ``stream.canonical_rows`` (one call for the batch), so a
-    labelled row holds exactly what the model scored. JSON-safe (the date an ISO string,
+    labelled row holds exactly what the model scored; ``rows``: those rows (``canonical_row``)
+    when the caller built them already, None where not. JSON-safe (the date an ISO string,
     filing_time epoch ms) for any table serialiser; a pre-loading decision keeps only its
     decision fields (the join reports it).
     """
-    from greenlane.models.stream import canonical_rows
+    from greenlane.models.stream import canonical_row
 
-    arrival = [i for i, d in enumerate(decisions) if d.get("stage") == PRE_ARRIVAL]
-    rows = canonical_rows([records[i] for i in arrival], reference_rates) if arrival else None
-    declared = dict(zip(arrival, rows.iter_rows(named=True), strict=True)) if arrival else {}
+    built = rows or [None] * len(decisions)
+    declared = {
+        i: built[i] or canonical_row(records[i], reference_rates)
+        for i, d in enumerate(decisions)
+        if d.get("stage") == PRE_ARRIVAL
+    }
     out = []
     for i, decision in enumerate(decisions):
         summary = {name: decision.get(name) for name in _DECISION_FIELDS}

@@ -26,8 +26,9 @@ from greenlane.models.explain import format_evidence, load_feature_labels, top_c
 from greenlane.models.features import build_features, index_history
 from greenlane.models.mapping import filing_value
 from greenlane.models.registry import Registry, RegistryError
-from greenlane.models.schema import conform
+from greenlane.models.schema import CANONICAL, OUTCOMES, conform
 from greenlane.streams.domain.money import convert
+from greenlane.streams.domain.stopwatch import Stopwatch
 from greenlane.streams.settings import ConfigError, build_section, read_yaml
 from greenlane.streams.stages.revenue import (
     RevenueSettings,
@@ -73,9 +74,11 @@ def _line_values(items: Sequence[dict], rates: Mapping[str, float]) -> list[floa
 def _main_line(items: Sequence[dict], values: list[float]) -> dict:
     """The most valuable item line (the first when no value converts): its HS code, origin
     and duty stand for the declaration's."""
-    if values and not np.isnan(values).all():
-        return items[int(np.nanargmax(values))]
-    return items[0]
+    best, highest = 0, None
+    for k, v in enumerate(values):
+        if v == v and (highest is None or v > highest):  # v != v: NaN
+            best, highest = k, v
+    return items[best]
 
 
 def declared_tax_rate(record: dict, rates: Mapping[str, float]) -> float | None:
@@ -86,71 +89,64 @@ def declared_tax_rate(record: dict, rates: Mapping[str, float]) -> float | None:
     return nominal_tax_rate(_revenue_settings(), record["destination_country"], main["hs_code"])
 
 
+def canonical_row(record: dict, rates: Mapping[str, float]) -> dict[str, Any]:
+    """One pre-arrival declaration (a decoded Avro dict) as a canonical history row, no label.
+
+    Weights, quantities and values (in the reference currency) are summed over item lines; HS
+    code and origin are those of the most valuable line, and the tax rate is that line's duty
+    plus the destination's VAT (``revenue.nominal_tax_rate``, of the shipped revenue
+    settings). The filing names no declarant, so ``declarant_id`` is missing. Plain Python:
+    the worker builds these once per batch, for the model and for the decision summaries.
+    """
+    items = record["items"]
+    values = _line_values(items, rates)
+    main = _main_line(items, values)
+    seller, consignee = record["seller"], record["consignee"]
+    destination = record["destination_country"]
+    known = [v for v in values if v == v]  # NaN: a currency without a rate
+    return {
+        "date": datetime.fromtimestamp(record["filing_time"] / 1000, UTC).date(),
+        "seller_id": seller["party_id"] or f"{seller['name']}|{seller['country']}",
+        "importer_id": consignee["party_id"] or f"{consignee['name']}|{consignee['address']}",
+        "declarant_id": None,  # the data set names no declarant (nor does the history)
+        "carrier_id": record["carrier_id"],
+        "hs_code": main["hs_code"],
+        "origin": main["origin_country"],
+        "departure_country": seller["country"],
+        "destination": destination,
+        "net_mass_kg": float(sum(i["net_weight_kg"] for i in items)),
+        "quantity": float(sum(i["quantity"] for i in items)),
+        "value": float(sum(known)),
+        "tax_rate": nominal_tax_rate(_revenue_settings(), destination, main["hs_code"]),
+        "description": " ".join(i["description"] for i in items),
+        "platform": record["platform"],
+    }
+
+
 def canonical_rows(
     records: Sequence[dict],
     rates: Mapping[str, float],
     extras: Sequence[tuple[str, str]] = (),
+    rows: Sequence[dict[str, Any]] | None = None,
 ) -> pl.DataFrame:
-    """Pre-arrival declarations (decoded Avro dicts) as canonical history rows, no label.
-
-    One row per declaration: weights, quantities and values (in the reference currency) are
-    summed over item lines; HS code and origin are those of the most valuable line, and the tax
-    rate is that line's duty plus the destination's VAT (``revenue.nominal_tax_rate``, of the
-    shipped revenue settings). The filing names no declarant, so ``declarant_id`` is missing.
-    ``extras`` (column, filing field) are a model's extra features, read from those fields.
-    """
-    revenue = _revenue_settings()
-    rows: dict[str, list[Any]] = {
-        c: []
-        for c in (
-            "date",
-            "seller_id",
-            "importer_id",
-            "declarant_id",
-            "carrier_id",
-            "hs_code",
-            "origin",
-            "departure_country",
-            "destination",
-            "net_mass_kg",
-            "quantity",
-            "value",
-            "tax_rate",
-            "description",
-            "platform",
-        )
-    }
-    for r in records:
-        items = r["items"]
-        values = _line_values(items, rates)
-        main = _main_line(items, values)
-        seller, consignee = r["seller"], r["consignee"]
-        rows["date"].append(datetime.fromtimestamp(r["filing_time"] / 1000, UTC).date())
-        rows["seller_id"].append(seller["party_id"] or f"{seller['name']}|{seller['country']}")
-        rows["importer_id"].append(
-            consignee["party_id"] or f"{consignee['name']}|{consignee['address']}"
-        )
-        rows["declarant_id"].append(None)  # the data set names no declarant (nor does history)
-        rows["carrier_id"].append(r["carrier_id"])
-        rows["hs_code"].append(main["hs_code"])
-        rows["origin"].append(main["origin_country"])
-        rows["departure_country"].append(seller["country"])
-        rows["destination"].append(r["destination_country"])
-        rows["net_mass_kg"].append(sum(i["net_weight_kg"] for i in items))
-        rows["quantity"].append(float(sum(i["quantity"] for i in items)))
-        rows["value"].append(float(np.nansum(values)))
-        rows["tax_rate"].append(
-            nominal_tax_rate(revenue, r["destination_country"], main["hs_code"])
-        )
-        rows["description"].append(" ".join(i["description"] for i in items))
-        rows["platform"].append(r["platform"])
-    frame = conform(pl.DataFrame(rows, schema_overrides={"date": pl.Date}))
+    """Pre-arrival declarations as a frame of canonical history rows (``canonical_row``),
+    no label; ``rows``: those rows when already built. ``extras`` (column, filing field) are
+    a model's extra features, read from those fields."""
+    if rows is None:
+        rows = [canonical_row(r, rates) for r in records]
+    frame = pl.from_dicts(rows, schema=_ROW_SCHEMA) if rows else _EMPTY_ROWS
+    frame = conform(frame)
     if extras:
         frame = frame.with_columns(
             pl.Series(name, [filing_value(r, path) for r in records], strict=False)
             for name, path in extras
         )
     return frame
+
+
+# the columns of canonical_row, in its order
+_ROW_SCHEMA = {name: dtype for name, dtype in CANONICAL.items() if name not in OUTCOMES}
+_EMPTY_ROWS = pl.DataFrame(schema=_ROW_SCHEMA)
 
 
 @cache
@@ -179,6 +175,7 @@ class StreamScorer:
         self.model: Any = None
         self.monitor: DriftMonitor | None = None  # the live distribution vs the training window
         self.labels = load_feature_labels()
+        self.stopwatch = Stopwatch()  # the worker's, once an Assessor holds this scorer
         self._next_check = 0.0
         self.refresh()
 
@@ -207,23 +204,33 @@ class StreamScorer:
         log.warning("risk model %s in force", current)
         return True
 
-    def score(self, records: Sequence[dict], rates: Mapping[str, float]) -> list[ModelPart | None]:
-        """One vectorised call for the batch; None for every record when no model exists yet."""
+    def score(
+        self,
+        records: Sequence[dict],
+        rates: Mapping[str, float],
+        rows: Sequence[dict[str, Any]] | None = None,
+    ) -> list[ModelPart | None]:
+        """One vectorised call for the batch; None for every record when no model exists yet.
+        ``rows``: the records' ``canonical_row``s when the caller has built them already."""
         if self.model is None or not records:
             return [None] * len(records)
         model = self.model
-        rows = canonical_rows(records, rates, model.spec.extra_filing)
-        features = build_features(rows, model.spec, self.history)
-        probabilities = model.predict_proba(features)
-        if self.monitor is not None:
-            self.monitor.update(features, probabilities)
+        part = self.stopwatch.part
+        with part("model rows"):
+            frame = canonical_rows(records, rates, model.spec.extra_filing, rows)
+        with part("model features"):
+            features = build_features(frame, model.spec, self.history)
+        with part("model predict"):
+            probabilities = model.predict_proba(features)
+            if self.monitor is not None:
+                self.monitor.update(features, probabilities)
         s = self.settings
-        evidence = {
-            int(
-                i
-            ): f"{format_evidence(c, float(probabilities[i]), self.labels)} (model {self.version})"
-            for i, c in zip(*self._explained(features, probabilities), strict=True)
-        }
+        with part("model explanations"):
+            evidence = {
+                int(i): f"{format_evidence(c, float(probabilities[i]), self.labels)} "
+                f"(model {self.version})"
+                for i, c in zip(*self._explained(features, probabilities), strict=True)
+            }
         out: list[ModelPart | None] = []
         for i, p in enumerate(probabilities.tolist()):
             reason = None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +72,17 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
         return False
 
 
+def limit_model_threads(threadpool_limits: Callable[[int], object]) -> None:
+    """One thread for the model's native pools (OpenMP, BLAS): one worker per core is the
+    scale-out unit, and extra threads only fight the event loop for the same cores (measured:
+    3.5 ms against over 200 ms per predict on 2 cores). scikit-learn's OpenMP runtime is
+    loaded first: a limit set before it exists does not reach it."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the models use)
+
+    threadpool_limits(1)
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     import faust
     from threadpoolctl import threadpool_limits
@@ -78,6 +90,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from greenlane.streams.core.pipeline import tune_gc
     from greenlane.streams.runtime.app import create_app
     from greenlane.streams.runtime.logs import quiet_repeats
+    from greenlane.streams.runtime.metrics import watch_gc
 
     if args.uvloop:
         import asyncio
@@ -86,10 +99,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     tune_gc()
+    watch_gc()
     limit_malloc_arenas()
-    # One worker per core is the scale-out unit: the model's OpenMP threads would only fight
-    # the event loop for the same cores (measured: 3.5 ms vs over 200 ms per predict on 2 cores).
-    threadpool_limits(1)
+    limit_model_threads(threadpool_limits)
     s = settings()
     if args.data_dir:
         s = replace(s, worker=replace(s.worker, data_dir=args.data_dir))
@@ -438,9 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="measure pipeline throughput and latency against a bare loop",
-        description="Preloads a backlog of filings, then measures the Faust "
-        "pipeline and a bare confluent-kafka + fastavro loop on it and prints "
-        "one JSON object with both figures and their ratio.",
+        description="Preloads a backlog of filings and measures on it, in one run: a bare "
+        "confluent-kafka + fastavro loop, the Faust ceiling, one greenlane worker (throughput, "
+        "CPU µs per filing by part, memory, restart-to-ready), latency at --latency-rate and "
+        "at half the worker's capacity (with garbage-collector pauses), and --workers workers "
+        "in one consumer group on a second copy of the backlog. Prints one JSON object.",
     )
     p.add_argument("--count", type=int, default=200_000, help="backlog size (default: %(default)s)")
     p.add_argument(
@@ -473,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="worker processes in the consumer group (default: %(default)s)",
+        default=2,
+        help="after the one-worker figures, this many workers in one consumer group drain a "
+        "second copy of the backlog (1: skip; default: %(default)s)",
     )
     p.add_argument(
         "--ceiling-batch-max",

@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import gc
 import json
+import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
 from greenlane.models.feedback import summaries_from_decisions
-from greenlane.models.stream import ModelPart, StreamScorer
+from greenlane.models.stream import ModelPart, StreamScorer, canonical_row
 from greenlane.streams.core.entities import FINDING, OBSERVATION
 from greenlane.streams.core.outcomes import (
     dead_letter,
@@ -37,6 +38,7 @@ from greenlane.streams.domain.batch import (
 )
 from greenlane.streams.domain.money import convert
 from greenlane.streams.domain.state import Overlay
+from greenlane.streams.domain.stopwatch import Stopwatch
 from greenlane.streams.domain.vocabulary import (
     PRE_ARRIVAL,
     PRE_LOADING,
@@ -105,6 +107,7 @@ class _Job:
     flags: list[dict]  # reasons found later by the seller-keyed patterns
     cause: str = "FILING"  # the decision's revision_cause
     force_publish: bool = False
+    row: dict | None = None  # a declaration's canonical row, once the engine built it
 
 
 def _isolated(
@@ -171,6 +174,14 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+def freeze_start_up() -> None:
+    """Once the worker is ready: what start-up left (modules, settings, the model, recovered
+    tables) goes to the collector's permanent generation, so no full collection walks it
+    again; garbage is collected first so none is kept for good."""
+    gc.collect()
+    gc.freeze()
+
+
 def decision_id(stage: str, value: bytes) -> str:
     """Deterministic: the same filing bytes at the same stage always give the same id."""
     return message_id(stage, value)
@@ -195,9 +206,14 @@ class Assessor:
         scorer: StreamScorer | None = None,
         partitions: int = 1,
         finding_decoder: Decoder | None = None,
+        stopwatch: Stopwatch | None = None,
     ) -> None:
         """``partitions``: of the filing topics (and the internal ones), which decides the
-        seller partition of an observation; ``finding_decoder``: for ``amend``."""
+        seller partition of an observation; ``finding_decoder``: for ``amend``;
+        ``stopwatch``: where the stages' CPU time is added up (the runtime exports it)."""
+        self.stopwatch = stopwatch or Stopwatch()
+        if scorer is not None:
+            scorer.stopwatch = self.stopwatch
         self.quality_rules = quality_rules
         self.targeting_rules = targeting_rules
         self.decoders = decoders
@@ -298,27 +314,36 @@ class Assessor:
         partitions: Sequence[int] = (),
         flags: Sequence[list[dict]] = (),
         learns: Sequence[bool] = (),
-    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None]]:
+    ) -> tuple[list[Scored], list[dict | None], list[ModelPart | None], list[dict] | None]:
         """Rule scores with the list matches, plus for pre-arrival the revenue,
         stateful-pattern and risk-model reasons and ``flags`` (reasons the seller-keyed
         patterns found later), all adding up to the score. ``learns``: per filing, whether
-        the pattern state learns from it (default: all do) or only judges it."""
-        scores = score_batch(facts, self.targeting_rules)
-        extra = match_batch(records, stage, self.lists)
+        the pattern state learns from it (default: all do) or only judges it. Last: the
+        declarations' canonical rows (built once, for the model and the summaries)."""
+        part = self.stopwatch.part
+        with part("targeting"):
+            scores = score_batch(facts, self.targeting_rules)
+        with part("lists"):
+            extra = match_batch(records, stage, self.lists)
         if flags:
             extra = [a + f for a, f in zip(extra, flags, strict=True)]
         revenues: list = [None] * len(records)
         models: list[ModelPart | None] = [None] * len(records)
+        rows = None
         if stage == PRE_ARRIVAL:
-            revenues = assess_revenue_batch(records, self.revenue_settings)
+            with part("canonical rows"):
+                rows = [canonical_row(r, self.rates) for r in records]
+            with part("revenue"):
+                revenues = assess_revenue_batch(records, self.revenue_settings)
             extra = [a + (r.reasons if r else []) for a, r in zip(extra, revenues, strict=True)]
             if self.scorer is not None:
-                models = self.scorer.score(records, self.rates)
+                models = self.scorer.score(records, self.rates, rows)
                 extra = [
                     a + ([m.reason] if m and m.reason else [])
                     for a, m in zip(extra, models, strict=True)
                 ]
         if stage == PRE_ARRIVAL and patterns is not None:  # stateful: only with a state
+            started = time.thread_time()
             # value norms and carrier trends: learnt per filing partition, in its order
             by_partition: dict[tuple[int, bool], list[int]] = {}
             for i, p in enumerate(partitions):
@@ -340,10 +365,12 @@ class Assessor:
                 for i, reasons in zip(at, result.reasons, strict=True):
                     found[i] = reasons
             extra = [a + b for a, b in zip(extra, found, strict=True)]
+            self.stopwatch.add("patterns", time.thread_time() - started)
         return (
             _merge(scores, extra),
             [rev.as_record() if rev is not None else None for rev in revenues],
             models,
+            rows,
         )
 
     def assess(
@@ -391,10 +418,12 @@ class Assessor:
             else:  # answered under the key's first bytes (the source topic has the rest)
                 cut = replace(m, key=m.key[: bounds.max_key_bytes] if m.key else m.key)
                 dead_letter(out, stage, cut, OVERSIZED, why, None, None, now_ms)
-        decoded = self.decoders[stage].decode_batch([messages[i].value for i in sized])
+        with self.stopwatch.part("decode"):
+            decoded = self.decoders[stage].decode_batch([messages[i].value for i in sized])
         within = self._bounds_check(stage)
         records: list[dict] = []
         positions: list[int] = []
+        started = time.thread_time()
         for i, item in zip(sized, decoded, strict=True):
             if not isinstance(item, DecodeFailure):
                 why = within(item, now_ms)
@@ -415,8 +444,9 @@ class Assessor:
             else:
                 records.append(item)
                 positions.append(i)
-
+        self.stopwatch.add("bounds", time.thread_time() - started)
         keys = [messages[pos].key for pos in positions]
+        started = time.thread_time()
         reports = quality.assess_batch(records, stage, self.quality_rules, keys)
         usable: list[tuple[int, dict, quality.QualityReport]] = []
         for pos, record, report in zip(positions, records, reports, strict=True):
@@ -442,7 +472,7 @@ class Assessor:
             else:
                 usable.append((pos, record, report))
                 out.findings.update(f["code"] for f in report.findings)
-
+        self.stopwatch.add("quality", time.thread_time() - started)
         self._decide_rounds(stage, out, usable, messages, links, now_ms, patterns, summaries, lanes)
         return out
 
@@ -515,6 +545,8 @@ class Assessor:
         if not jobs:
             return []
         arrival = stage == PRE_ARRIVAL
+        clock = self.stopwatch
+        started = time.thread_time()
         facts = [
             filing_facts(
                 j.record,
@@ -527,7 +559,8 @@ class Assessor:
             )
             for j in jobs
         ]
-        scores, revenues, models = self._score(
+        clock.add("facts", time.thread_time() - started)
+        scores, revenues, models, rows = self._score(
             stage,
             facts,
             [j.record for j in jobs],
@@ -539,6 +572,9 @@ class Assessor:
             # amendments and re-assessments only read
             [j.cause == "FILING" for j in jobs],
         )
+        for j, row in zip(jobs, rows or (), strict=False):
+            j.row = row
+        started = time.thread_time()
         decisions = [
             self._decision(
                 stage,
@@ -558,7 +594,11 @@ class Assessor:
         previous = [j.previous["route"] if j.previous else None for j in jobs]
         changes = self.lanes.allocate(decisions, now_ms, lanes, previous)
         propensity = self.lanes.selection_propensity
-        return [apply_change(d, c, propensity(d)) for d, c in zip(decisions, changes, strict=True)]
+        decided = [
+            apply_change(d, c, propensity(d)) for d, c in zip(decisions, changes, strict=True)
+        ]
+        clock.add("decisions and lanes", time.thread_time() - started)
+        return decided
 
     def _keep_summaries(
         self,
@@ -570,9 +610,13 @@ class Assessor:
         arrival = [(j, d) for j, d in published if d["stage"] == PRE_ARRIVAL]
         if summaries is None or not arrival:
             return
-        made = summaries_from_decisions(
-            [d for _, d in arrival], [j.record for j, _ in arrival], self.rates
-        )
+        with self.stopwatch.part("summaries"):
+            made = summaries_from_decisions(
+                [d for _, d in arrival],
+                [j.record for j, _ in arrival],
+                self.rates,
+                [j.row for j, _ in arrival],
+            )
         for (job, decision), summary in zip(arrival, made, strict=True):
             summaries[decision["decision_id"]] = summary | {"partition": job.msg.partition}
 

@@ -1,15 +1,18 @@
-"""`greenlane bench`: pipeline throughput and latency against the physical limit, in one run.
+"""`greenlane bench`: pipeline throughput, cost and latency against the physical limit, in one run.
 
 1. Preload a backlog of simulated filings on fresh bench topics.
 2. Bare loop: one confluent-kafka consumer + fastavro decode/re-encode + producer forwarding the
-   backlog, nothing else: what Python and Kafka allow on this machine.
-3. Pipeline: a real `greenlane worker` drains the same backlog; throughput is the carrier
-   responses produced (one per filing) over the span between the first and the last one.
-4. Latency: the worker stays up while filings arrive at a steady rate (default 1,000/s, never
-   above half the measured throughput);
-   latency is from handing a filing to the producer to receiving its carrier response. Split
-   shipments woven into that traffic measure the re-keying hops: from handing over the parcel
-   that completes a group to receiving the amended response of each member.
+   backlog, nothing else: what Python and Kafka allow on this machine; then the Faust ceiling.
+3. One worker: a real `greenlane worker` drains the same backlog; throughput is the carrier
+   responses produced (one per filing) over the span between the first and the last one. Its
+   /metrics, scraped before and after, give the CPU per filing by part of the work.
+4. Latency: the worker stays up while filings arrive at a steady rate (1,000/s, then half the
+   measured throughput), from handing a filing to the producer to receiving its carrier
+   response, with the collector's pauses of each phase. Split shipments woven into that
+   traffic measure the re-keying hops: from handing over the parcel that completes a group to
+   receiving the amended response of each member.
+5. Restart-to-ready on the same table directory, and resident memory.
+6. N workers in one consumer group drain a second copy of the backlog (Kafka's scale-out).
 Prints one JSON object.
 """
 
@@ -22,15 +25,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from greenlane.streams.core.entities import FINDING, OBSERVATION
 from greenlane.streams.devtools.bench_core import core_costs
-from greenlane.streams.devtools.launcher import WorkerProcess
+from greenlane.streams.devtools.launcher import WorkerProcess, free_port
+from greenlane.streams.devtools.progress import scrape, total
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
 from greenlane.streams.runtime import admin
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
@@ -323,26 +329,180 @@ def _delete_topics(s: Settings, app_id: str) -> None:
         print(f"could not delete a bench topic or group: {failure}", file=sys.stderr)
 
 
-def main(args: argparse.Namespace) -> int:
-    run_id = uuid.uuid4().hex[:8]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a live process, from /proc (None once it has gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * PAGE / 2**20
+
+
+class MemorySampler:
+    """Peak and last resident memory of one process, sampled on a thread."""
+
+    def __init__(self, pid: int, every: float = 0.5) -> None:
+        self.pid, self.every = pid, every
+        self.peak = self.last = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.last = value
+                self.peak = max(self.peak, value)
+            self._stop.wait(self.every)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_rss_mb": round(self.peak, 1), "last_rss_mb": round(self.last, 1)}
+
+
+def cpu_by_part(before: dict, after: dict, filings: int) -> dict:
+    """µs of CPU per filing by part of the work, from two scrapes of one worker: its
+    event-loop thread's parts (greenlane_cpu_seconds) and the whole process; ``faust and
+    the rest`` is the process less the parts (Faust, aiokafka, librdkafka's threads, timers)."""
+
+    def per_filing(seconds: float) -> float:
+        return round(1e6 * seconds / max(filings, 1), 1)
+
+    parts = {}
+    for labels, value in after.get("greenlane_cpu_seconds_total", {}).items():
+        spent = value - before.get("greenlane_cpu_seconds_total", {}).get(labels, 0.0)
+        parts[dict(labels)["part"]] = spent
+    process = total(after, "process_cpu_seconds_total") - total(before, "process_cpu_seconds_total")
+    figures = {part: per_filing(v) for part, v in sorted(parts.items(), key=lambda kv: -kv[1])}
+    figures["faust and the rest"] = per_filing(max(0.0, process - sum(parts.values())))
+    figures["process_total"] = per_filing(process)
+    return figures
+
+
+def gc_pauses(before: dict, after: dict, over_seconds: float = 0.02) -> dict:
+    """The collector's pauses between two scrapes, by generation: how many, how many longer
+    than ``over_seconds``, and the bucket bound of the longest (greenlane_gc_pause_seconds)."""
+    out: dict[str, dict] = {}
+    counts: dict[str, dict[float, float]] = {}
+    for labels, value in after.get("greenlane_gc_pause_seconds_bucket", {}).items():
+        tags = dict(labels)
+        bound = float("inf") if tags["le"] == "+Inf" else float(tags["le"])
+        earlier = before.get("greenlane_gc_pause_seconds_bucket", {}).get(labels, 0.0)
+        counts.setdefault(tags["generation"], {})[bound] = value - earlier
+    for generation, buckets in sorted(counts.items()):
+        n = buckets[float("inf")]
+        within = max((c for b, c in buckets.items() if b <= over_seconds), default=0.0)
+        longest = min((b for b, c in buckets.items() if c >= n), default=float("inf"))
+        out[f"gen{generation}"] = {
+            "pauses": int(n),
+            f"over_{over_seconds * 1000:g}_ms": int(n - within),
+            "longest_ms_at_most": None if not n or longest == float("inf") else longest * 1000,
+        }
+    return out
+
+
+class Workers:
+    """N ``greenlane worker`` processes in one consumer group on one set of bench topics, each
+    with its own table directory (as on separate machines) and metrics port."""
+
+    def __init__(self, s: Settings, env: dict, app_id: str, n: int, args: argparse.Namespace):
+        self.s, self.app_id = s, app_id
+        self.ports = [free_port() for _ in range(n)]
+        self.data_dirs = [tempfile.mkdtemp(prefix=f"greenlane-bench-w{i}-") for i in range(n)]
+        self.log = Path(tempfile.gettempdir()) / f"{app_id}-worker.log"
+        self.flags = ("--quiet", *(("--no-uvloop",) if args.no_uvloop else ()))
+        self.settings_file = _worker_settings_file(
+            s, app_id, 0, args.worker_settings.replace("\\n", "\n")
+        )
+        self.env = dict(env, GREENLANE_SETTINGS=str(self.settings_file))
+        self.processes = [self._process(i) for i in range(n)]
+
+    def _process(self, i: int) -> WorkerProcess:
+        args = (*self.flags, "--data-dir", self.data_dirs[i], "--metrics-port", str(self.ports[i]))
+        return WorkerProcess(self.log, self.env, args, self.url(i))
+
+    def url(self, i: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports[i]}/metrics"
+
+    def start(self) -> float:
+        """Start them all; seconds until every one answered /ready."""
+        started = time.monotonic()
+        for w in self.processes:
+            w.start()
+        for w in self.processes:
+            w.wait_ready(600)
+        return time.monotonic() - started
+
+    def drain(self, expected: int) -> dict:
+        """Throughput over the backlog: carrier responses (one per filing) between the first
+        and the last, and until the internal topics are committed too."""
+        count, first, last = _drain_responses(
+            self.s, expected, timeout=1800, workers=self.processes
+        )
+        span = max(last - first, 1e-3)
+        # the last first decision is out; the seller-keyed patterns may still be catching up
+        wait_settled(self.s, self.app_id, timeout=1800)
+        settled = max(span, time.time() - first)
+        return {
+            "filings": count,
+            "seconds": round(span, 3),
+            "throughput_per_s": round(count / span, 1),
+            # every amendment of the backlog done too (internal topics committed)
+            "settled_seconds": round(settled, 3),
+            "settled_throughput_per_s": round(count / settled, 1),
+        }
+
+    def restart(self) -> float:
+        """Stop the first worker (SIGTERM) and start it again on its table directory; seconds
+        from the new process to its /ready (partitions assigned, tables recovered)."""
+        self.processes[0].stop(60)
+        self.processes[0] = self._process(0)
+        self.processes[0].start()
+        return self.processes[0].wait_ready(600)
+
+    def stop(self) -> None:
+        for w in self.processes:
+            w.stop()
+        self.settings_file.unlink(missing_ok=True)
+        for data_dir in self.data_dirs:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _bench_topics(run_id: str, args: argparse.Namespace) -> tuple[Settings, dict, dict]:
+    """Settings and environment for one set of fresh bench topics; their schema ids."""
     env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
     s = load_settings(env=env)
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    log(f"bench {run_id}: topics bench-{run_id}.*, {args.partitions} partitions")
     admin.create_topics(s, partitions=args.partitions)
-    registered = admin.register_schemas(s).ids
-    log("batch core, stage by stage (in-process, 20,000 simulated filings)…")
-    core = core_costs()
-    log(f"  {core}")
+    return s, env, admin.register_schemas(s).ids
+
+
+def _preload(s: Settings, args: argparse.Namespace, log: Callable[[str], None]) -> int:
+    """The backlog on the filing topics; how many offsets they hold."""
     log(f"preloading {args.count:,} filings…")
     t0 = time.perf_counter()
     report = CarrierSimulator(s).send(
         generate(args.count, seed=args.seed, risky_share=0.05, invalid_share=0.01)
     )
     log(f"  preloaded in {time.perf_counter() - t0:.1f} s: {report}")
-    expected = sum(
+    return sum(
         _end_offsets(s, [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]).values()
     )
+
+
+def main(args: argparse.Namespace) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    s, env, registered = _bench_topics(run_id, args)
+    log(f"bench {run_id}: topics bench-{run_id}.*, {args.partitions} partitions")
+    log("batch core, stage by stage (in-process, 20,000 simulated filings)…")
+    core = core_costs()
+    log(f"  {core}")
+    expected = _preload(s, args, log)
 
     log("bare loop (confluent-kafka + fastavro decode/encode/forward)…")
     bare = bare_loop(s, registered, expected)
@@ -352,65 +512,72 @@ def main(args: argparse.Namespace) -> int:
     ceiling = faust_ceiling(s, expected, args.ceiling_batch_max, run_id)
     log(f"  {ceiling}")
 
-    log("pipeline (greenlane worker) draining the backlog…")
-    app_id = f"greenlane-bench-{run_id}"
-    settings_file = _worker_settings_file(s, app_id, 0, args.worker_settings.replace("\\n", "\n"))
-    worker_env = dict(env, GREENLANE_SETTINGS=str(settings_file))
-    worker_log = Path(tempfile.gettempdir()) / f"greenlane-bench-{run_id}-worker.log"
-    flags = ("--quiet", *(("--no-uvloop",) if args.no_uvloop else ()))
-    # N workers in one consumer group (Kafka's scale-out), each with its own table directory,
-    # as on separate machines
-    data_dirs = [tempfile.mkdtemp(prefix=f"greenlane-bench-w{i}-") for i in range(args.workers)]
-    workers = [
-        WorkerProcess(worker_log, worker_env, (*flags, "--data-dir", data_dir)).start()
-        for data_dir in data_dirs
-    ]
+    log("one greenlane worker draining the backlog…")
+    one = Workers(s, env, f"greenlane-bench-{run_id}", 1, args)
     try:
-        count, first, last = _drain_responses(s, expected, timeout=1800, workers=workers)
-        span = max(last - first, 1e-3)
-        # the last first decision is out; the seller-keyed patterns may still be catching up
-        wait_settled(s, app_id, timeout=1800)
-        settled = max(span, time.time() - first)
-        pipeline = {
-            "filings": count,
-            "seconds": round(span, 3),
-            "throughput_per_s": round(count / span, 1),
-            # every amendment of the backlog done too (internal topics committed)
-            "settled_seconds": round(settled, 3),
-            "settled_throughput_per_s": round(count / settled, 1),
-        }
+        ready = one.start()
+        memory = MemorySampler(one.processes[0].pid)
+        before = scrape(one.url())
+        pipeline = one.drain(expected)
+        after = scrape(one.url())
+        pipeline["first_start_ready_seconds"] = round(ready, 2)
+        pipeline["cpu_us_per_filing"] = cpu_by_part(before, after, expected)
+        pipeline["memory"] = memory.stop()
         log(f"  {pipeline}")
-        # Well below capacity: on 2 cores the bench's own producer and consumer share the CPU.
-        rate = min(args.latency_rate, max(100.0, round(0.5 * pipeline["throughput_per_s"], -2)))
-        log(f"latency at a steady {rate:,.0f} filings/s for {args.latency_seconds:g} s…")
-        pipeline["latency"] = _latency_phase(
-            s, registered, rate, args.latency_seconds, args.seed + 1
-        )
-        log(f"  {pipeline['latency']}")
+        capacity = pipeline["throughput_per_s"]
+        latency = {}
+        for name, rate in (
+            ("fixed_rate", args.latency_rate),
+            ("half_capacity", max(100.0, round(0.5 * capacity, -2))),
+        ):
+            log(f"latency at a steady {rate:,.0f} filings/s for {args.latency_seconds:g} s…")
+            before = scrape(one.url())
+            latency[name] = _latency_phase(
+                s, registered, rate, args.latency_seconds, args.seed + 1 + len(latency)
+            )
+            latency[name]["gc"] = gc_pauses(before, scrape(one.url()))
+            log(f"  {latency[name]}")
+        pipeline["latency"] = latency
+        log("restarting the worker on its table directory…")
+        pipeline["restart_ready_seconds"] = round(one.restart(), 2)
+        time.sleep(5)
+        pipeline["rss_mb_after_restart"] = round(rss_mb(one.processes[0].pid) or 0.0, 1)
+        log(f"  ready in {pipeline['restart_ready_seconds']} s")
     finally:
-        for worker in workers:
-            worker.stop()
-        settings_file.unlink(missing_ok=True)
-        for data_dir in data_dirs:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        one.stop()
         if not args.keep_topics:
-            _delete_topics(s, app_id)
+            _delete_topics(s, f"greenlane-bench-{run_id}")
+
+    scaled = None
+    if args.workers > 1:
+        log(f"{args.workers} workers in one consumer group draining the same backlog…")
+        s2, env2, _ = _bench_topics(f"{run_id}-{args.workers}w", args)
+        app_id = f"greenlane-bench-{run_id}-{args.workers}w"
+        group = Workers(s2, env2, app_id, args.workers, args)
+        try:
+            _preload(s2, args, log)
+            group.start()
+            scaled = group.drain(expected)
+            scaled["workers"] = args.workers
+            scaled["scaling"] = round(scaled["throughput_per_s"] / capacity, 3)
+            log(f"  {scaled}")
+        finally:
+            group.stop()
+            if not args.keep_topics:
+                _delete_topics(s2, app_id)
     result = {
         "backlog_filings": expected,
         "partitions": args.partitions,
         "uvloop": not args.no_uvloop,
-        "workers": args.workers,
         "pipeline": pipeline,
+        "workers": scaled,
         "bare_loop": bare,
         "faust_ceiling": ceiling,
-        # µs per filing of each stage of the batch core; lists, revenue, patterns and the
-        # targeting rules are the risk engine
+        # µs per filing of each stage of the batch core, in-process (no Kafka, no model)
         "core_us_per_filing": core,
-        "ratio": round(pipeline["throughput_per_s"] / bare["throughput_per_s"], 3),
-        "ratio_to_faust_ceiling": round(
-            pipeline["throughput_per_s"] / ceiling["throughput_per_s"], 3
-        ),
-        "worker_log": str(worker_log),
+        "ratio": round(capacity / bare["throughput_per_s"], 3),
+        "ratio_to_faust_ceiling": round(capacity / ceiling["throughput_per_s"], 3),
+        "worker_log": str(one.log),
     }
     print(json.dumps(result))
     return 0

@@ -14,12 +14,12 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 
 from greenlane.streams.devtools.bench import (
+    MemorySampler,
     _delete_topics,
     _drain_responses,
     _end_offsets,
@@ -29,41 +29,6 @@ from greenlane.streams.devtools.launcher import WorkerProcess, free_port
 from greenlane.streams.devtools.simulator import CarrierSimulator, generate
 from greenlane.streams.runtime import admin
 from greenlane.streams.settings import load_settings
-
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident set size of a live process, from /proc (None once it has gone)."""
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * PAGE / 2**20
-
-
-class MemorySampler:
-    """Peak and last resident memory of one process, sampled on a thread."""
-
-    def __init__(self, pid: int, every: float = 0.5) -> None:
-        self.pid, self.every = pid, every
-        self.peak = self.last = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            value = rss_mb(self.pid)
-            if value is not None:
-                self.last = value
-                self.peak = max(self.peak, value)
-            self._stop.wait(self.every)
-
-    def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {"peak_rss_mb": round(self.peak, 1), "last_rss_mb": round(self.last, 1)}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,7 +15,9 @@ limits a Python stream processor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import sys
@@ -32,7 +34,7 @@ from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
 from greenlane.streams.core.entities import FINDING, OBSERVATION, PatternStage
 from greenlane.streams.core.outcomes import dead_letter_record, run_isolated
-from greenlane.streams.core.pipeline import Assessor
+from greenlane.streams.core.pipeline import Assessor, freeze_start_up
 from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
@@ -227,27 +229,40 @@ def outcome_dead_letter(
     return msg.key, dead_letter_record(msg, code, why, None, None, now_ms)
 
 
-async def retrain_now() -> str:
+async def retrain_now(timeout_seconds: float) -> str:
     """``greenlane retrain`` as a child process (the training never holds up the event loop);
-    its lines go to the worker's log. Returns promoted, kept or failed (also a metric)."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "greenlane.streams.cli",
-        "retrain",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await child.communicate()
-    text = output.decode("utf-8", "replace").strip()
-    for line in text.splitlines():
-        log.info("retrain: %s", line)
-    if child.returncode != 0:
+    its lines go to the worker's log. Returns promoted, kept or failed (also a metric): failed
+    when it cannot start, exits non-zero, gives no verdict or outlasts ``timeout_seconds``
+    (then it is killed)."""
+    command = (sys.executable, "-m", "greenlane.streams.cli", "retrain", "--verdict-json")
+    verdict = None
+    try:
+        child = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+    except OSError as exc:
+        log.error("scheduled retrain could not start: %s", exc)
+        child = None
+    if child is not None:
+        try:
+            output, _ = await asyncio.wait_for(child.communicate(), timeout_seconds)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+            log.error("scheduled retrain killed after %.0f s", timeout_seconds)
+            output = b""
+        for line in output.decode("utf-8", "replace").strip().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    verdict = json.loads(line)
+            log.info("retrain: %s", line)
+    if child is None or child.returncode != 0 or not isinstance(verdict, dict):
         result = "failed"
     else:
-        result = "promoted" if "promoted to current" in text else "kept"
+        result = "promoted" if verdict.get("promoted") else "kept"
     metrics.RETRAINS.labels(result).inc()
-    log.warning("scheduled retrain: %s (exit code %s)", result, child.returncode)
+    code = None if child is None else child.returncode
+    log.warning("scheduled retrain: %s (exit code %s)", result, code)
     return result
 
 
@@ -446,9 +461,10 @@ def create_app(s: Settings | None = None) -> faust.App:
         @app.crontab(s.worker.retrain_cron, timezone=dt.UTC, on_leader=True)
         async def scheduled_retrain() -> None:
             """The worker settings' retraining schedule, run by the group's leader only."""
-            await retrain_now()
+            await retrain_now(s.worker.retrain_timeout_minutes * 60)
 
     health = Health(s.worker.stall_seconds)
+    started_up = asyncio.Event()  # the worker was ready once (its start-up heap frozen)
     agent_topics: set[str] = set()  # filled as the agents are declared
     rereads = offsets.Rereads(HOLE_RESEEK_SECONDS)
 
@@ -476,6 +492,9 @@ def create_app(s: Settings | None = None) -> faust.App:
         for topic, waiting in lag.items():
             metrics.CONSUMER_LAG.labels(topic).set(waiting)
         ready, _ = worker_ready(app)
+        if ready and not started_up.is_set():
+            started_up.set()
+            freeze_start_up()
         health.beat(lag, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
         await mend_holes(ready and not app.should_stop)
 
@@ -566,8 +585,10 @@ def create_app(s: Settings | None = None) -> faust.App:
         progress = health.agents[progress_name]
 
         def then() -> None:
+            cpu = time.thread_time()
             metered()
             progress.progressed(health.clock(), highest)
+            metrics.CPU_SECONDS.labels("metrics").inc(time.thread_time() - cpu)
 
         return then
 
@@ -582,18 +603,29 @@ def create_app(s: Settings | None = None) -> faust.App:
         overlays of the ``used`` tables), then commit, publish and checkpoint."""
         topic = app.topic(s.topics.name(role), key_serializer="raw", value_serializer="raw")
         consumed = metrics.MESSAGES_CONSUMED.labels(topic.get_topic_name())
+        glue = "core other" if label in STAGE_TOPIC_ROLE else f"core {label}"
 
         async def handle(events: Sequence, checkpoint: Checkpoint) -> None:
             started = time.perf_counter()
+            clock = assessor.stopwatch
+            cpu = time.thread_time()
             messages = inbound(events)
             views = [Overlay(state.view()) for state in used]
+            clock.add("faust events", time.thread_time() - cpu)
+            spent = clock.take()
+            cpu = time.thread_time()
             outcome = run(messages, views, int(time.time() * 1000))
+            core = clock.take()  # the parts the core timed; the rest of it is its glue
+            core[glue] = max(0.0, time.thread_time() - cpu - sum(core.values()))
             # Before the first await: the other agents must see these changes.
             batch = publisher.begin()
-            for state, view in zip(used, views, strict=True):
-                state.commit(view, batch)
-            batch.outcome(outcome)
+            with clock.part("state commit"):
+                for state, view in zip(used, views, strict=True):
+                    state.commit(view, batch)
+            with clock.part("publish"):
+                batch.outcome(outcome)
             confirmed = await batch.send()
+            metrics.add_cpu(spent | core | clock.take())
             metered = partial(record_metrics, label, outcome, started, messages, consumed)
             await checkpoint.after(events, confirmed, done(name, messages, metered))
 

@@ -94,6 +94,7 @@ class Worker:
     stall_seconds: float
     batches_in_flight: int
     retrain_cron: str
+    retrain_timeout_minutes: float
 
     settings_dir: str = ""
 
@@ -250,7 +251,12 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
                 f"{where}: [worker] retrain_cron {worker.retrain_cron!r} is not a cron expression "
                 '(minute hour day month weekday, e.g. "0 3 * * *"; "" for none)'
             )
-    for key in ("publish_retry_max_seconds", "stop_timeout_seconds", "stall_seconds"):
+    for key in (
+        "publish_retry_max_seconds",
+        "stop_timeout_seconds",
+        "stall_seconds",
+        "retrain_timeout_minutes",
+    ):
         if getattr(worker, key) <= 0:
             raise ConfigError(f"{where}: [worker] {key} must be > 0")
     if worker.batch_max < 1 or worker.batch_within_seconds <= 0:

@@ -79,8 +79,9 @@ def message_problem(key: bytes | None, value: bytes | None, bounds: Bounds) -> s
     return None
 
 
-Check = Callable[[Any, str, int], "str | None"]
-"""(value, field path, now in epoch ms) -> why it is out of bounds, or None."""
+Check = Callable[[Any, int], "str | None"]
+"""(value, now in epoch ms) -> why it is out of bounds, after the path of the failing field
+below this value ('.name', '[i]', then ': why'), or None."""
 
 
 def _named_types(schema: Any, names: dict[str, Any], namespace: str | None) -> None:
@@ -117,37 +118,37 @@ def compile_checker(schema: dict, bounds: Bounds) -> Callable[[dict, int], str |
     ahead_ms = int(bounds.max_ahead_days * DAY_MS)
 
     def string(limit: int) -> Check:
-        def check(v: Any, path: str, now: int) -> str | None:
+        def check(v: Any, now: int) -> str | None:
             if len(v) > limit:
-                return f"{path}: {len(v):,} characters, at most {limit:,}"
+                return f": {len(v):,} characters, at most {limit:,}"
             return None
 
         return check
 
-    def count(v: Any, path: str, now: int) -> str | None:
+    def count(v: Any, now: int) -> str | None:
         if not -count_max <= v <= count_max:
-            return f"{path}: {v} is outside [-{count_max:,}, {count_max:,}]"
+            return f": {v} is outside [-{count_max:,}, {count_max:,}]"
         return None
 
-    def amount(v: Any, path: str, now: int) -> str | None:
+    def amount(v: Any, now: int) -> str | None:
         if v != v or v in (math.inf, -math.inf):
-            return f"{path}: {v} is not a finite number"
+            return f": {v} is not a finite number"
         size = abs(v)
         if size > amount_max:
-            return f"{path}: {v!r} is larger than {amount_max:g}"
+            return f": {v!r} is larger than {amount_max:g}"
         if 0 < size < tiny:
-            return f"{path}: {v!r} is too close to zero (smallest non-zero {tiny:g})"
+            return f": {v!r} is too close to zero (smallest non-zero {tiny:g})"
         return None
 
-    def moment(v: Any, path: str, now: int) -> str | None:
+    def moment(v: Any, now: int) -> str | None:
         if not now - age_ms <= v <= now + ahead_ms:
             return (
-                f"{path}: {v} (epoch ms) is outside the plausible window of "
+                f": {v} (epoch ms) is outside the plausible window of "
                 f"{bounds.max_age_days:g} days before to {bounds.max_ahead_days:g} days after now"
             )
         return None
 
-    def plain(v: Any, path: str, now: int) -> str | None:
+    def plain(v: Any, now: int) -> str | None:
         return None
 
     def build(t: Any, field: str) -> Check:
@@ -156,18 +157,18 @@ def compile_checker(schema: dict, bounds: Bounds) -> Callable[[dict, int], str |
             if len(branches) == 1:
                 inner = branches[0][1]
 
-                def optional(v: Any, path: str, now: int) -> str | None:
-                    return None if v is None else inner(v, path, now)
+                def optional(v: Any, now: int) -> str | None:
+                    return None if v is None else inner(v, now)
 
                 return optional
             checks = [c for _, c in branches]
 
-            def union(v: Any, path: str, now: int) -> str | None:
+            def union(v: Any, now: int) -> str | None:
                 if v is None:
                     return None
                 for c in checks:
                     try:
-                        why = c(v, path, now)
+                        why = c(v, now)
                     except TypeError:  # another branch's type
                         continue
                     return why
@@ -185,24 +186,24 @@ def compile_checker(schema: dict, bounds: Bounds) -> Callable[[dict, int], str |
             if kind == "record":
                 fields = [(f["name"], build(f["type"], f["name"])) for f in t["fields"]]
 
-                def record(v: Any, path: str, now: int) -> str | None:
+                def record(v: Any, now: int) -> str | None:
                     for name, c in fields:
-                        why = c(v.get(name), f"{path}.{name}" if path else name, now)
+                        why = c(v.get(name), now)
                         if why is not None:
-                            return why
+                            return f".{name}{why}"
                     return None
 
                 return record
             if kind == "array":
                 item = build(t["items"], field)
 
-                def array(v: Any, path: str, now: int) -> str | None:
+                def array(v: Any, now: int) -> str | None:
                     if len(v) > list_max:
-                        return f"{path}: {len(v):,} entries, at most {list_max:,}"
+                        return f": {len(v):,} entries, at most {list_max:,}"
                     for i, x in enumerate(v):
-                        why = item(x, f"{path}[{i}]", now)
+                        why = item(x, now)
                         if why is not None:
-                            return why
+                            return f"[{i}]{why}"
                     return None
 
                 return array
@@ -222,6 +223,7 @@ def compile_checker(schema: dict, bounds: Bounds) -> Callable[[dict, int], str |
     top = build(schema, "")
 
     def check_record(record: dict, now_ms: int) -> str | None:
-        return top(record, "", now_ms)
+        why = top(record, now_ms)  # the failing field's path is built on the way back up
+        return why[1:] if why is not None and why.startswith(".") else why
 
     return check_record

@@ -1,3 +1,5 @@
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -43,3 +45,20 @@ def test_simulate_and_run_take_a_ground_truth_file(tmp_path):
     for command in ("simulate", "run"):
         args = build_parser().parse_args([command, "--truth", str(tmp_path / "t.jsonl")])
         assert args.truth == tmp_path / "t.jsonl"
+
+
+def test_the_worker_limits_the_models_openmp_runtime_to_one_thread():
+    """Set before scikit-learn's OpenMP runtime is loaded, a limit would not reach it."""
+    script = (
+        "import json; from threadpoolctl import threadpool_info, threadpool_limits; "
+        "from greenlane.streams.cli import limit_model_threads; "
+        "limit_model_threads(threadpool_limits); "
+        "print(json.dumps([p for p in threadpool_info() if p['user_api'] == 'openmp']))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    )
+    pools = json.loads(out.stdout.strip().splitlines()[-1])
+    assert pools, "scikit-learn's OpenMP runtime should be loaded"
+    assert all(p["num_threads"] == 1 for p in pools)

@@ -92,12 +92,18 @@ def test_the_scheduled_retrain_runs_the_command_and_counts_its_result(tmp_path, 
         return metrics.RETRAINS.labels(result)._value.get()
 
     failed = count("failed")
-    assert asyncio.run(app.retrain_now()) == "failed"  # no outcomes yet: exit code 1
+    assert asyncio.run(app.retrain_now(600)) == "failed"  # no outcomes yet: exit code 1
     assert count("failed") == failed + 1
+    assert asyncio.run(app.retrain_now(0.01)) == "failed"  # killed: outlasted its timeout
+    assert count("failed") == failed + 2
+    with monkeypatch.context() as m:  # cannot even start
+        m.setattr(app.sys, "executable", str(tmp_path / "no-python"))
+        assert asyncio.run(app.retrain_now(600)) == "failed"
+    assert count("failed") == failed + 3
 
     LabelledHistory().append(generate_history(3_000, seed=2))
     promoted = count("promoted")
-    assert asyncio.run(app.retrain_now()) == "promoted"  # no current model: the first
+    assert asyncio.run(app.retrain_now(600)) == "promoted"  # no current model: the first
     assert count("promoted") == promoted + 1
     assert Registry().current() == "v0001"
 
