@@ -104,9 +104,9 @@ def summaries_from_decisions(
     """What the worker keeps per decision (keyed by decision_id) until its outcome arrives.
 
     ``records[i]`` is the decoded filing ``decisions[i]`` assessed. Pre-arrival declarations are
-    mapped with the stream's own ``stream.canonical_rows`` (one call for the batch), so a
-    labelled row holds exactly what the model scored; ``rows``: those rows (``canonical_row``)
-    when the caller built them already, None where not. JSON-safe (the date an ISO string,
+    mapped with the stream's own ``stream.canonical_row``, so a labelled row holds exactly what
+    the model scored; ``rows``: those rows when the caller built them already (the worker
+    builds them once per batch), None where not. JSON-safe (the date an ISO string,
     filing_time epoch ms) for any table serialiser; a pre-loading decision keeps only its
     decision fields (the join reports it).
     """
