@@ -28,6 +28,9 @@ from greenlane.streams.settings import Settings, load_settings, schema_path
 pytestmark = pytest.mark.integration
 
 
+REFILED_IDLE_POLLS = 24  # of 5 s each, in a row, before Harness.refiled gives up
+
+
 class ReadTimeout(AssertionError):
     """`Harness.read` gave up; ``records`` holds what it had read (for a diagnosis)."""
 
@@ -136,10 +139,13 @@ class Harness:
                     continue
                 c.assign([TopicPartition(topic, partition, 0)])
                 offset = -1
-                deadline = time.monotonic() + 120
+                idle = 0  # polls in a row that brought nothing: a stalled read, not a slow one
                 while offset < end - 1:
-                    assert time.monotonic() < deadline, f"{topic}[{partition}]: not read to {end}"
-                    for m in c.consume(1000, timeout=5):
+                    batch = c.consume(1000, timeout=5)
+                    idle = 0 if batch else idle + 1
+                    if idle >= REFILED_IDLE_POLLS:
+                        raise ReadTimeout(f"{topic}[{partition}]: not read to {end}", [])
+                    for m in batch:
                         if m.error():
                             continue
                         offset = m.offset()
