@@ -118,6 +118,8 @@ def top_contributions(
     rows: np.ndarray,
     k: int = 3,
     baseline: dict[str, Any] | None = None,
+    matrix: np.ndarray | None = None,
+    typical: np.ndarray | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Per explained row, up to ``k`` (feature column, contribution) pairs, largest first.
 
@@ -125,23 +127,17 @@ def top_contributions(
     probabilities of it (``model.predict_proba(features)``); ``rows`` the indices to explain.
     Only positive contributions are listed (what raised the risk); ties keep the model's column
     order, so the same row always gets the same explanation. ``baseline`` defaults to the
-    model's ``info["baseline"]``.
+    model's ``info["baseline"]``. A stream that explains batch after batch passes
+    ``matrix``, the ``model.matrix(features)`` it scored the batch from, and ``typical``, the
+    model's ``typical_row``: each is a category transform less per batch.
     """
     rows = np.asarray(rows, dtype=np.intp)
     if rows.size == 0:
         return []
-    if baseline is None:
-        if BASELINE_KEY not in model.info:
-            raise KeyError(
-                "model has no info['baseline']: compute it with feature_baseline() on the "
-                "training features"
-            )
-        baseline = model.info[BASELINE_KEY]
     columns = model.spec.columns
-    chosen = features.select(columns)[rows]
-    typical = pl.DataFrame([[baseline.get(c) for c in columns]], schema=chosen.schema, orient="row")
-    matrix = model.matrix(pl.concat([chosen, typical]))  # one category transform for all
-    explained, base = matrix[:-1], matrix[-1]
+    chosen = features.select(columns)
+    base = typical_row(model, chosen.schema, baseline) if typical is None else typical
+    explained = model.matrix(chosen[rows]) if matrix is None else matrix[rows]
     m, d = explained.shape
     same = (explained == base) | (np.isnan(explained) & np.isnan(base))
     stacked = np.repeat(explained, d, axis=0)
@@ -150,7 +146,7 @@ def top_contributions(
     keep = ~same.ravel()  # a feature already typical contributes nothing: not scored
     contribution = np.zeros(m * d)
     if keep.any():
-        replaced = model.calibrated.predict_proba(stacked[keep])[:, 1]
+        replaced = model.predict_encoded(stacked[keep])
         p = np.asarray(probabilities, dtype=float)[rows]
         contribution[keep] = np.repeat(p, d)[keep] - replaced
     contribution = contribution.reshape(m, d)
@@ -159,6 +155,22 @@ def top_contributions(
         [(columns[j], float(contribution[i, j])) for j in order[i] if contribution[i, j] > 0]
         for i in range(m)
     ]
+
+
+def typical_row(
+    model: RiskModel, schema: pl.Schema, baseline: dict[str, Any] | None = None
+) -> np.ndarray:
+    """The baseline declaration as a model matrix row (the occlusion values), for feature
+    columns of ``schema``; ``baseline`` defaults to the model's ``info["baseline"]``."""
+    if baseline is None:
+        if BASELINE_KEY not in model.info:
+            raise KeyError(
+                "model has no info['baseline']: compute it with feature_baseline() on the "
+                "training features"
+            )
+        baseline = model.info[BASELINE_KEY]
+    typical = pl.DataFrame([[baseline.get(c) for c in schema]], schema=schema, orient="row")
+    return model.matrix(typical)[0]
 
 
 def format_evidence(

@@ -17,6 +17,7 @@ features identical, not just close, to the offline cumulative sums.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -221,17 +222,7 @@ def index_history(history: pl.DataFrame) -> HistoryIndex:
 _NONE = (0, 0, 0, 0)
 
 
-def _past_counts_from_table(
-    frame: pl.DataFrame, role: str, history: pl.DataFrame | HistoryIndex
-) -> pl.DataFrame:
-    if isinstance(history, dict):
-        known = history.get(role, {})
-        keys = frame.with_columns(_role_key(role).alias("__key"))["__key"].to_list()
-        found = [known.get(k, _NONE) for k in keys]
-        return pl.DataFrame(
-            {c: [f[i] for f in found] for i, c in enumerate(_COUNTS)},
-            schema={c: HISTORY_SCHEMA[c] for c in _COUNTS},
-        ).with_columns(pl.Series("key", keys, dtype=pl.String))
+def _past_counts_from_table(frame: pl.DataFrame, role: str, history: pl.DataFrame) -> pl.DataFrame:
     table = history.filter(pl.col("role") == role).select("key", *_COUNTS)
     return (
         frame.with_columns(_role_key(role).alias("__key"))
@@ -239,6 +230,24 @@ def _past_counts_from_table(
         .join(table, on="key", how="left", maintain_order="left")
         .with_columns(pl.col(c).fill_null(0) for c in _COUNTS)
     )
+
+
+def _past_counts_from_index(
+    frame: pl.DataFrame, roles: Sequence[str], history: HistoryIndex
+) -> dict[str, pl.DataFrame]:
+    """``_past_counts_from_table`` of every role at once: the keys in one pass over the frame
+    (a polars collect costs ~0.1 ms, whatever the rows: most of a small batch's features)."""
+    names = [f"__key{i}" for i in range(len(roles))]
+    keyed = frame.with_columns(_role_key(r).alias(n) for r, n in zip(roles, names, strict=True))
+    schema = {**{c: HISTORY_SCHEMA[c] for c in _COUNTS}, "key": pl.String}
+    out = {}
+    for role, name in zip(roles, names, strict=True):
+        known = history.get(role, {})
+        keys = keyed.get_column(name).to_list()
+        found = [known.get(k, _NONE) for k in keys]
+        columns: dict[str, list] = {c: [f[i] for f in found] for i, c in enumerate(_COUNTS)}
+        out[role] = pl.DataFrame({**columns, "key": keys}, schema=schema)
+    return out
 
 
 def build_features(
@@ -252,14 +261,17 @@ def build_features(
     columns; rows only see earlier dates). Otherwise ``history`` is a ``history_table`` snapshot
     of everything known before these rows, and ``frame`` needs no label.
     """
-    counts = {
-        role: (
-            _past_counts_from_frame(frame, role)
-            if history is None
-            else _past_counts_from_table(frame, role, history)
-        )
-        for role in spec.roles
-    }
+    if isinstance(history, dict):
+        counts = _past_counts_from_index(frame, spec.roles, history)
+    else:
+        counts = {
+            role: (
+                _past_counts_from_frame(frame, role)
+                if history is None
+                else _past_counts_from_table(frame, role, history)
+            )
+            for role in spec.roles
+        }
     overall = counts[ALL]
     overall_rate = (overall["frauds"] + spec.prior_weight * spec.prior_rate) / (
         overall["labelled"] + spec.prior_weight

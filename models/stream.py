@@ -22,7 +22,12 @@ import polars as pl
 
 from greenlane.models.config import SETTINGS_DIR
 from greenlane.models.drift import DriftMonitor, DriftReference, load_drift_settings
-from greenlane.models.explain import format_evidence, load_feature_labels, top_contributions
+from greenlane.models.explain import (
+    format_evidence,
+    load_feature_labels,
+    top_contributions,
+    typical_row,
+)
 from greenlane.models.features import build_features, index_history
 from greenlane.models.mapping import filing_value
 from greenlane.models.registry import Registry, RegistryError
@@ -177,6 +182,8 @@ class StreamScorer:
         self.labels = load_feature_labels()
         self.stopwatch = Stopwatch()  # the worker's, once an Assessor holds this scorer
         self._next_check = 0.0
+        # (model, feature dtypes, the model's typical_row): computed once, not per batch
+        self._typical: tuple[Any, tuple, np.ndarray] | None = None
         self.refresh()
 
     def refresh(self) -> bool:
@@ -221,7 +228,8 @@ class StreamScorer:
         with part("model features"):
             features = build_features(frame, model.spec, self.history)
         with part("model predict"):
-            probabilities = model.predict_proba(features)
+            matrix = model.matrix(features)
+            probabilities = model.predict_encoded(matrix)
             if self.monitor is not None:
                 self.monitor.update(features, probabilities)
         s = self.settings
@@ -229,7 +237,7 @@ class StreamScorer:
             evidence = {
                 int(i): f"{format_evidence(c, float(probabilities[i]), self.labels)} "
                 f"(model {self.version})"
-                for i, c in zip(*self._explained(features, probabilities), strict=True)
+                for i, c in zip(*self._explained(features, matrix, probabilities), strict=True)
             }
         out: list[ModelPart | None] = []
         for i, p in enumerate(probabilities.tolist()):
@@ -245,11 +253,24 @@ class StreamScorer:
             out.append(ModelPart(self.version, p, reason))
         return out
 
-    def _explained(self, features: pl.DataFrame, probabilities: np.ndarray) -> tuple[Any, list]:
+    def _explained(
+        self, features: pl.DataFrame, matrix: np.ndarray, probabilities: np.ndarray
+    ) -> tuple[Any, list]:
         """(row indices, top contributions) for the scores worth explaining."""
         rows = np.flatnonzero(probabilities >= self.settings.explain_above)
         if rows.size == 0 or "baseline" not in self.model.info:
             return [], []
+        schema = features.select(self.model.spec.columns).schema
+        dtypes = tuple(schema.items())  # the same batch after batch, as a rule
+        cached = self._typical
+        if cached is None or cached[0] is not self.model or cached[1] != dtypes:
+            cached = self._typical = (self.model, dtypes, typical_row(self.model, schema))
         return rows, top_contributions(
-            self.model, features, probabilities, rows, self.settings.top_features
+            self.model,
+            features,
+            probabilities,
+            rows,
+            self.settings.top_features,
+            matrix=matrix,
+            typical=cached[2],
         )

@@ -26,6 +26,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from greenlane.models import fast_trees
 from greenlane.models.config import TrainingSettings, load_model_settings
 from greenlane.models.drift import DriftReference, load_drift_settings
 from greenlane.models.evaluate import budget_metrics
@@ -108,7 +109,8 @@ class PlattScaled:
         return cls(trees, LogisticRegression(C=1e6).fit(raw, y, sample_weight=weight))
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.scaler.predict_proba(self.trees.decision_function(x).reshape(-1, 1))
+        raw = fast_trees.decision_function(self.trees, x)  # the trees' own, without checks
+        return self.scaler.predict_proba(raw.reshape(-1, 1))
 
 
 @dataclass
@@ -130,7 +132,11 @@ class RiskModel:
 
     def predict_proba(self, features: pl.DataFrame) -> np.ndarray:
         """Probability of fraud for each row of a ``build_features`` frame."""
-        return self.calibrated.predict_proba(self.matrix(features))[:, 1]
+        return self.predict_encoded(self.matrix(features))
+
+    def predict_encoded(self, matrix: np.ndarray) -> np.ndarray:
+        """Probability of fraud for each row of a ``matrix`` of the features."""
+        return self.calibrated.predict_proba(matrix)[:, 1]
 
     def score(self, frame: pl.DataFrame, history: pl.DataFrame | None = None) -> np.ndarray:
         """Probabilities for canonical rows; history from the frame itself when not given."""

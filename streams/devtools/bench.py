@@ -150,8 +150,12 @@ def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
     }
 
 
-def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> dict:
-    """Run devtools.faust_ceiling on the backlog (a fresh consumer group); its figures."""
+def faust_ceiling(
+    s: Settings, expected: int, batch_max: int, run_id: str, handoff: str = "take_events"
+) -> dict:
+    """Run devtools.faust_ceiling on the backlog (a fresh consumer group); its figures.
+    ``handoff``: ``take_events`` (Faust's API, the ceiling) or ``bulk`` (the experiment that
+    takes everything already queued for the agent in one step)."""
     topics = [s.topics.name("pre_loading"), s.topics.name("pre_arrival")]
     out = subprocess.run(
         [
@@ -159,7 +163,7 @@ def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> di
             "-m",
             "greenlane.streams.devtools.faust_ceiling",
             s.bootstrap_servers,
-            f"greenlane-bench-ceiling-{run_id}",
+            f"greenlane-bench-ceiling-{run_id}-{handoff}",
             str(expected),
             str(batch_max),
             "0.1",
@@ -168,6 +172,7 @@ def faust_ceiling(s: Settings, expected: int, batch_max: int, run_id: str) -> di
         capture_output=True,
         text=True,
         timeout=900,
+        env=dict(os.environ, GREENLANE_CEILING_HANDOFF=handoff),
     )
     for line in out.stdout.splitlines():
         if line.startswith("{"):
@@ -511,6 +516,9 @@ def main(args: argparse.Namespace) -> int:
     log("Faust ceiling (an agent that only takes batches of raw events)…")
     ceiling = faust_ceiling(s, expected, args.ceiling_batch_max, run_id)
     log(f"  {ceiling}")
+    log("the same, taking everything already queued for the agent in one step…")
+    bulk = faust_ceiling(s, expected, args.ceiling_batch_max, run_id, "bulk")
+    log(f"  {bulk}")
 
     log("one greenlane worker draining the backlog…")
     one = Workers(s, env, f"greenlane-bench-{run_id}", 1, args)
@@ -573,6 +581,8 @@ def main(args: argparse.Namespace) -> int:
         "workers": scaled,
         "bare_loop": bare,
         "faust_ceiling": ceiling,
+        # the per-event hand-off measured: what a bulk take would save over take_events
+        "faust_bulk_handoff": bulk,
         # µs per filing of each stage of the batch core, in-process (no Kafka, no model)
         "core_us_per_filing": core,
         "ratio": round(capacity / bare["throughput_per_s"], 3),

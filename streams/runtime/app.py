@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -184,10 +185,23 @@ def record_metrics(
     done_ms = time.time() * 1000
     metrics.BATCH_SIZE.labels(stage).observe(len(messages))
     metrics.BATCH_SECONDS.labels(stage).observe(time.perf_counter() - started)
+    # counted per batch, then one increment per label set: a labels() lookup costs a lock
+    latency: dict[str, Any] = {}
+    routes: Counter[tuple[str, str]] = Counter()
+    referrals: Counter[str] = Counter()
+    picks = 0
+    score = metrics.MODEL_SCORE.observe
     for d, pos in zip(outcome.decisions, outcome.decision_sources, strict=True):
-        metrics.DECISION_LATENCY.labels(d["stage"]).observe(
-            max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000)
-        )
+        decided = d["stage"]
+        observe = latency.get(decided)
+        if observe is None:
+            observe = latency[decided] = metrics.DECISION_LATENCY.labels(decided).observe
+        observe(max(0.0, (done_ms - messages[pos].timestamp_ms) / 1000))
+        routes[decided, d["route"]] += 1
+        if d["model_probability"] is not None:
+            score(d["model_probability"])
+        referrals.update(d["referrals"])
+        picks += bool(d["random_pick"])
     for received in outcome.amended_from:
         metrics.PATTERN_AMENDMENT_LATENCY.observe(max(0.0, (done_ms - received) / 1000))
     if outcome.amended_from:
@@ -196,20 +210,18 @@ def record_metrics(
         metrics.PATTERN_FINDINGS.labels("unapplied").inc(outcome.unapplied)
     if outcome.replayed:
         metrics.REPLAYED_DECISIONS.labels(stage).inc(outcome.replayed)
-    for d in outcome.decisions:
-        metrics.DECISIONS.labels(d["stage"], d["route"]).inc()
-        if d["model_probability"] is not None:
-            metrics.MODEL_SCORE.observe(d["model_probability"])
-        for agency in d["referrals"]:
-            metrics.REFERRALS.labels(agency).inc()
-        if d["random_pick"]:
-            metrics.RANDOM_PICKS.inc()
-    for _, dl in outcome.dead_letters:
-        metrics.DEAD_LETTERS.labels(dl["error_code"]).inc()
+    for (decided, route), n in routes.items():
+        metrics.DECISIONS.labels(decided, route).inc(n)
+    for agency, n in referrals.items():
+        metrics.REFERRALS.labels(agency).inc(n)
+    if picks:
+        metrics.RANDOM_PICKS.inc(picks)
+    for code, n in Counter(dl["error_code"] for _, dl in outcome.dead_letters).items():
+        metrics.DEAD_LETTERS.labels(code).inc(n)
     for code, n in outcome.findings.items():
         metrics.QUALITY_FINDINGS.labels(code).inc(n)
-    for _, r in outcome.responses:
-        metrics.CARRIER_RESPONSES.labels(r["status"]).inc()
+    for status, n in Counter(r["status"] for _, r in outcome.responses).items():
+        metrics.CARRIER_RESPONSES.labels(status).inc(n)
 
 
 def record_outcome_metrics(

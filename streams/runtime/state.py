@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any, Protocol
 
+import orjson
 from faust.types import TP
 
 from greenlane.streams.domain.state import Overlay
@@ -68,8 +69,32 @@ def by_key_partition(partition_of: Callable[[str], int], partitions: int) -> Pla
     return place
 
 
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+def _encode_key(key: Any) -> bytes:
+    """A key's bytes exactly as ``json.dumps`` wrote them (non-ASCII escaped): the keys already
+    in the stores and changelogs. orjson writes the same bytes for ASCII keys but DEL."""
+    if isinstance(key, str) and key.isascii() and "\x7f" not in key:
+        return orjson.dumps(key)
+    return json.dumps(key, separators=(",", ":")).encode()
+
+
+def _encode(value: Any) -> bytes:
+    """A value's bytes: orjson, two to three times faster than json on the link and
+    replay-log entries; what it cannot write (keys that are not strings) goes through json.
+    What orjson would not read back as json does (non-finite floats, written as null;
+    integers past 64 bits, read as floats) never reaches a table: the bounds refuse
+    non-finite amounts on the way in (stages.bounds) and integers are Avro longs."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    """Either encoder's bytes; json reads what orjson refuses (NaN written by json.dumps)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 class _RocksView(Mapping[str, Any]):
@@ -80,27 +105,27 @@ class _RocksView(Mapping[str, Any]):
         self._dbs = state.open_dbs()  # once per view: a view lives for one batch
 
     def __getitem__(self, key: str) -> Any:
-        raw = self._state.raw_get(_encode(key), self._dbs)
+        raw = self._state.raw_get(_encode_key(key), self._dbs)
         if raw is None:
             raise KeyError(key)
-        return json.loads(raw)
+        return _decode(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self._state.raw_get(_encode(key), self._dbs)
-        return default if raw is None else json.loads(raw)
+        raw = self._state.raw_get(_encode_key(key), self._dbs)
+        return default if raw is None else _decode(raw)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._state.raw_get(_encode(key), self._dbs) is not None
+        return isinstance(key, str) and self._state.raw_get(_encode_key(key), self._dbs) is not None
 
     def __iter__(self) -> Iterator[str]:
         for key, _ in self._state.raw_items():
-            yield json.loads(key)
+            yield _decode(key)
 
     def __len__(self) -> int:
         return sum(1 for _ in self._state.raw_items())
 
     def items(self):  # one pass over the DBs, not a lookup per key
-        return ((json.loads(k), json.loads(v)) for k, v in self._state.raw_items())
+        return ((_decode(k), _decode(v)) for k, v in self._state.raw_items())
 
 
 class TableState:
@@ -178,7 +203,7 @@ class TableState:
         if self.on_disk:
             chunk: dict[str, Any] = {}
             for key, value in self.raw_items():
-                chunk[json.loads(key)] = json.loads(value)
+                chunk[_decode(key)] = _decode(value)
                 if len(chunk) >= size:
                     yield chunk
                     chunk = {}
@@ -212,7 +237,7 @@ class TableState:
             db_for = store._db_for_partition
             index = store._key_index
             for key, value in changes.items():
-                kb = _encode(key)
+                kb = _encode_key(key)
                 old = previous(key) if (value is None or self.movable) else None
                 if value is None:
                     if old is None:
@@ -233,7 +258,7 @@ class TableState:
         else:
             data = self._store.data
             for key, value in changes.items():
-                kb = _encode(key)
+                kb = _encode_key(key)
                 if value is None:
                     old = data.pop(key, None)
                     if old is not None:
@@ -275,7 +300,7 @@ class TableState:
         sample = list(islice(data.items(), SIZE_SAMPLE))  # encoding all of it would stall
         if not sample:
             return 0, 0
-        sampled = sum(len(_encode(k)) + len(_encode(v)) for k, v in sample)
+        sampled = sum(len(_encode_key(k)) + len(_encode(v)) for k, v in sample)
         return len(data), sampled * len(data) // len(sample)
 
 

@@ -13,6 +13,7 @@ from greenlane.models.explain import (
     format_evidence,
     load_feature_labels,
     top_contributions,
+    typical_row,
 )
 from greenlane.models.train import CategoryCodes, PlattScaled, RiskModel
 from greenlane.streams.settings import ConfigError
@@ -150,3 +151,16 @@ def test_bad_labels_file_is_named(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"explain\.yaml: templates\.rate"):
         load_feature_labels(path)
+
+
+def test_the_stream_s_matrix_and_typical_row_give_the_same_explanations(model, batch):
+    """The stream passes the matrix it scored from and the typical row it keeps: the same
+    contributions as explaining from the features alone."""
+    p = model.predict_proba(batch)
+    rows = np.argsort(-p, kind="stable")[:30]
+    typical = typical_row(model, batch.select(model.spec.columns).schema)
+    shortcut = top_contributions(
+        model, batch, p, rows, k=5, matrix=model.matrix(batch), typical=typical
+    )
+    assert shortcut == top_contributions(model, batch, p, rows, k=5)
+    assert any(shortcut)

@@ -181,3 +181,29 @@ def test_a_counterfeit_from_a_watchlisted_seller_is_inspected(registry):
     assert [d["route"] for d in decisions] == ["INSPECT"] * len(filings), [
         (d["risk_score"], [r["code"] for r in d["reasons"]]) for d in decisions
     ]
+
+
+def test_the_stream_explains_as_the_model_does_offline(registry):
+    """The stream explains from the matrix it scored and the typical row it keeps: the same
+    evidence as explaining the batch from its features alone."""
+    import numpy as np
+
+    from greenlane.models.explain import format_evidence, top_contributions
+    from greenlane.models.features import build_features
+
+    settings = replace(load_scoring_settings(), floor=0.0, explain_above=0.0)
+    scorer = StreamScorer(registry, settings)
+    recs = [
+        pre_arrival(f"O{i}", items=[item(value=3.0 + 7 * i, net_weight_kg=0.05 + i / 50)])
+        for i in range(60)
+    ]
+    evidence = [p.reason["evidence"] for p in scorer.score(recs, RATES)]
+    model = scorer.model
+    features = build_features(canonical_rows(recs, RATES), model.spec, model.history)
+    p = model.predict_proba(features)
+    offline = top_contributions(model, features, p, np.arange(len(recs)), settings.top_features)
+    assert evidence == [
+        f"{format_evidence(c, float(p[i]), scorer.labels)} (model {scorer.version})"
+        for i, c in enumerate(offline)
+    ]
+    assert any(";" in e for e in evidence)  # some rows do carry contributions

@@ -119,3 +119,65 @@ def test_a_retrain_schedule_that_is_not_cron_is_refused(tmp_path):
         load_settings(extra, env={})
     extra.write_text('[worker]\nretrain_cron = "0 3 * * *"\n')
     assert load_settings(extra, env={}).worker.retrain_cron == "0 3 * * *"
+
+
+def test_a_batch_s_metrics_count_every_decision_response_and_dead_letter():
+    """Counted per batch and added once per label set: the totals are those of the records."""
+    import time
+
+    from prometheus_client import REGISTRY, Counter
+
+    from greenlane.streams.domain.batch import BatchOutcome, InboundMessage
+    from greenlane.streams.runtime.app import record_metrics
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    def decision(route: str, referrals: list[str], pick: bool, p: float | None) -> dict:
+        return {
+            "stage": "PRE_ARRIVAL",
+            "route": route,
+            "referrals": referrals,
+            "random_pick": pick,
+            "model_probability": p,
+        }
+
+    now_ms = int(time.time() * 1000)
+    messages = [InboundMessage(b"k", b"v", "t", 0, i, now_ms - 1000) for i in range(3)]
+    outcome = BatchOutcome(
+        decisions=[
+            decision("INSPECT", ["health-test", "ipr-test"], False, 0.9),
+            decision("INSPECT", ["health-test"], True, None),
+            decision("RELEASE", [], False, 0.1),
+        ],
+        decision_sources=[0, 1, 2],
+        responses=[(b"k", {"status": "ACCEPTED"})] * 3 + [(b"k", {"status": "REJECTED"})],
+        dead_letters=[(b"k", {"error_code": "TEST_CODE"})] * 2,
+    )
+    names = {
+        "inspect": ("greenlane_decisions_total", {"stage": "PRE_ARRIVAL", "route": "INSPECT"}),
+        "release": ("greenlane_decisions_total", {"stage": "PRE_ARRIVAL", "route": "RELEASE"}),
+        "health": ("greenlane_referrals_total", {"agency": "health-test"}),
+        "ipr": ("greenlane_referrals_total", {"agency": "ipr-test"}),
+        "picks": ("greenlane_random_picks_total", {}),
+        "dead": ("greenlane_dead_letters_total", {"error_code": "TEST_CODE"}),
+        "rejected": ("greenlane_carrier_responses_total", {"status": "REJECTED"}),
+        "latency": ("greenlane_decision_latency_seconds_count", {"stage": "PRE_ARRIVAL"}),
+        "scores": ("greenlane_model_score_count", {}),
+    }
+    before = {k: value(n, **labels) for k, (n, labels) in names.items()}
+    consumed = Counter("test_batch_consumed", "consumed in this test")
+    record_metrics("PRE_ARRIVAL", outcome, time.perf_counter(), messages, consumed)
+    grown = {k: value(n, **labels) - before[k] for k, (n, labels) in names.items()}
+    assert grown == {
+        "inspect": 2,
+        "release": 1,
+        "health": 2,
+        "ipr": 1,
+        "picks": 1,
+        "dead": 2,
+        "rejected": 1,
+        "latency": 3,
+        "scores": 2,
+    }
+    assert value("test_batch_consumed_total") == 3
