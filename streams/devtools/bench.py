@@ -34,6 +34,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from greenlane.streams.core.entities import FINDING, OBSERVATION
+from greenlane.streams.devtools import infra
 from greenlane.streams.devtools.bench_core import core_costs
 from greenlane.streams.devtools.launcher import WorkerProcess, free_port
 from greenlane.streams.devtools.progress import scrape, total
@@ -411,6 +412,34 @@ def gc_pauses(before: dict, after: dict, over_seconds: float = 0.02) -> dict:
     return out
 
 
+def process_cpu_seconds(pid: int | None) -> float | None:
+    """User and system CPU seconds of a process so far (None: no such process or no /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class BrokerCpu:
+    """How many cores the local broker used over a phase: on a machine whose cores the broker
+    shares with the workers, what is left for them."""
+
+    def __init__(self, s: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pid = infra.local_pid(s, infra.KAFKA)
+        self.clock = clock
+        self.started = (process_cpu_seconds(self.pid), clock())
+
+    def cores(self) -> float | None:
+        cpu, began = self.started
+        now = process_cpu_seconds(self.pid)
+        if cpu is None or now is None:
+            return None
+        return round((now - cpu) / max(self.clock() - began, 1e-3), 2)
+
+
 class Workers:
     """N ``greenlane worker`` processes in one consumer group on one set of bench topics, each
     with its own table directory (as on separate machines) and metrics port."""
@@ -526,7 +555,9 @@ def main(args: argparse.Namespace) -> int:
         ready = one.start()
         memory = MemorySampler(one.processes[0].pid)
         before = scrape(one.url())
+        broker = BrokerCpu(s)
         pipeline = one.drain(expected)
+        pipeline["broker_cores"] = broker.cores()
         after = scrape(one.url())
         pipeline["first_start_ready_seconds"] = round(ready, 2)
         pipeline["cpu_us_per_filing"] = cpu_by_part(before, after, expected)
@@ -565,7 +596,9 @@ def main(args: argparse.Namespace) -> int:
         try:
             _preload(s2, args, log)
             group.start()
+            broker = BrokerCpu(s2)
             scaled = group.drain(expected)
+            scaled["broker_cores"] = broker.cores()
             scaled["workers"] = args.workers
             scaled["scaling"] = round(scaled["throughput_per_s"] / capacity, 3)
             log(f"  {scaled}")

@@ -413,6 +413,15 @@ def _our_pid(name: str, layout: Layout, progress: Progress | None = None) -> int
     return None
 
 
+def local_pid(settings: Settings, name: str) -> int | None:
+    """The pid of the local ``name`` service (KAFKA, REGISTRY) this project started, if it
+    runs; None for an external one (the bench reads the broker's CPU from it)."""
+    service = _services(settings)[name]
+    if service.external:
+        return None
+    return _our_pid(name, Layout.of(settings))
+
+
 def _wait_exit(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while _alive(pid):

@@ -301,6 +301,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         table_cleanup_interval=60.0,
         # how soon the group gives a dead worker's partitions to the others
         broker_session_timeout=s.worker.session_timeout_seconds,
+        table_standby_replicas=s.worker.standby_replicas,
     )
     rocksdb = {
         "block_cache_size": s.worker.rocksdb_block_cache_mb << 20,

@@ -78,6 +78,7 @@ class Worker:
     metrics_host: str
     metrics_port: int
     session_timeout_seconds: float
+    standby_replicas: int
     targeting_dir: str
     profile_check_seconds: float
     link_retention_days: float
@@ -243,6 +244,8 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         )
     if worker.batches_in_flight < 1:
         raise ConfigError(f"{where}: [worker] batches_in_flight must be >= 1")
+    if worker.standby_replicas < 0:
+        raise ConfigError(f"{where}: [worker] standby_replicas must be >= 0")
     if worker.retrain_cron:
         from croniter import croniter
 

@@ -47,15 +47,19 @@ def test_simulate_and_run_take_a_ground_truth_file(tmp_path):
         assert args.truth == tmp_path / "t.jsonl"
 
 
-def test_the_worker_limits_the_models_openmp_runtime_to_one_thread():
-    """Set before scikit-learn's OpenMP runtime is loaded, a limit would not reach it."""
+def test_the_worker_limits_the_models_openmp_runtime_and_polars_to_one_thread():
+    """Set before scikit-learn's OpenMP runtime is loaded, a limit would not reach it; polars
+    sizes its pool once."""
     script = (
         "import json; from threadpoolctl import threadpool_info, threadpool_limits; "
         "from greenlane.streams.cli import limit_model_threads; "
         "limit_model_threads(threadpool_limits); "
+        "import polars; assert polars.thread_pool_size() == 1, polars.thread_pool_size(); "
         "print(json.dumps([p for p in threadpool_info() if p['user_api'] == 'openmp']))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "POLARS_MAX_THREADS")
+    }
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )

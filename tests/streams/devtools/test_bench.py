@@ -1,8 +1,16 @@
 import os
 import subprocess
 import sys
+import time
 
-from greenlane.streams.devtools.bench import MemorySampler, cpu_by_part, gc_pauses, rss_mb
+from greenlane.streams.devtools.bench import (
+    BrokerCpu,
+    MemorySampler,
+    cpu_by_part,
+    gc_pauses,
+    process_cpu_seconds,
+    rss_mb,
+)
 
 
 def test_resident_memory_is_read_from_proc_and_gone_processes_give_none():
@@ -55,3 +63,27 @@ def test_gc_pauses_count_those_over_the_bound_between_two_scrapes():
     assert gc_pauses(before, after) == {
         "gen0": {"pauses": 11, "over_20_ms": 2, "longest_ms_at_most": 50.0}
     }
+
+
+def test_process_cpu_is_read_from_proc_and_gone_processes_give_none():
+    spent = process_cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn some CPU in this process
+        pass
+    assert process_cpu_seconds(os.getpid()) >= spent + 0.2
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert process_cpu_seconds(gone.pid) is None and process_cpu_seconds(None) is None
+
+
+def test_broker_cores_are_its_cpu_over_the_wall_time(monkeypatch):
+    readings = iter([10.0, 13.0])
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr("greenlane.streams.devtools.bench.infra.local_pid", lambda s, n: 42)
+    monkeypatch.setattr(
+        "greenlane.streams.devtools.bench.process_cpu_seconds", lambda pid: next(readings)
+    )
+    assert BrokerCpu(None, clock=lambda: next(clock)).cores() == 1.5
+    monkeypatch.setattr("greenlane.streams.devtools.bench.infra.local_pid", lambda s, n: None)
+    monkeypatch.setattr("greenlane.streams.devtools.bench.process_cpu_seconds", lambda pid: None)
+    assert BrokerCpu(None).cores() is None  # an external broker: not measured

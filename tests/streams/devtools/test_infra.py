@@ -330,3 +330,19 @@ def test_up_is_idempotent_and_data_survives_down_and_up(
         infra.up(broken, progress=quiet)
     assert str(layout.log("kafka")) in str(failure.value)
     assert infra.status(settings) == {"kafka": "not running", "registry": "not running"}
+
+
+def test_local_pid_names_only_our_running_broker(settings: Settings) -> None:
+    """The bench reads the broker's CPU through it: never a stranger's process, never an
+    external broker's."""
+    assert infra.local_pid(settings, infra.KAFKA) is None  # nothing started
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        pid_file = infra.Layout.of(settings).pid_file(infra.KAFKA)
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text(f"{stranger.pid}\n")
+        assert infra.local_pid(settings, infra.KAFKA) is None
+    finally:
+        stranger.kill()
+    external = replace(settings, external_kafka=True, bootstrap_servers="kafka.example:9092")
+    assert infra.local_pid(external, infra.KAFKA) is None

@@ -181,3 +181,17 @@ def test_a_batch_s_metrics_count_every_decision_response_and_dead_letter():
         "scores": 2,
     }
     assert value("test_batch_consumed_total") == 3
+
+
+def test_standby_replicas_are_a_setting_that_cannot_be_negative(tmp_path):
+    import pytest
+
+    from greenlane.streams.settings import ConfigError, load_settings
+
+    assert load_settings(env={}).worker.standby_replicas == 1  # Faust's default, as before
+    extra = tmp_path / "worker.toml"
+    extra.write_text("[worker]\nstandby_replicas = -1\n")
+    with pytest.raises(ConfigError, match=r"worker.toml: \[worker\] standby_replicas must be >= 0"):
+        load_settings(extra, env={})
+    extra.write_text("[worker]\nstandby_replicas = 0\n")
+    assert load_settings(extra, env={}).worker.standby_replicas == 0
