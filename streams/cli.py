@@ -455,8 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure pipeline throughput and latency against a bare loop",
         description="Preloads a backlog of filings and measures on it, in one run: a bare "
-        "confluent-kafka + fastavro loop, the Faust ceiling, one greenlane worker (throughput, "
-        "CPU µs per filing by part, memory, restart-to-ready), latency at --latency-rate and "
+        "confluent-kafka + fastavro loop, the Faust ceiling (and the same agent taking what is "
+        "queued in one step), one greenlane worker (throughput, CPU µs per filing by part, "
+        "memory, the local broker's cores, restart-to-ready), latency at --latency-rate and "
         "at half the worker's capacity (with garbage-collector pauses), and --workers workers "
         "in one consumer group on a second copy of the backlog. Prints one JSON object.",
     )

@@ -7,9 +7,9 @@ TOPIC...``; prints one JSON line when EXPECTED events were taken.
 
 ``GREENLANE_CEILING_HANDOFF=bulk`` measures the alternative to ``take_events`` that issue #11
 asked about: the agent takes everything the conductor has already queued for it in one step,
-without Faust's wait per event. On this machine it was 5-30% faster than ``take_events``
-(15-19k/s against 14-15k/s), a few µs per filing of a worker that spends ~500: the worker
-keeps Faust's API (docs/faust-internals.md).
+without Faust's wait per event. On this machine it was 4-30% faster than ``take_events``
+(14.8-16.8k/s against 14.3-14.8k/s in three runs), a few µs per filing of a worker that
+spends ~600: the worker keeps Faust's API (docs/faust-internals.md).
 """
 
 from __future__ import annotations

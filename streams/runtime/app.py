@@ -39,7 +39,7 @@ from greenlane.streams.core.pipeline import Assessor, freeze_start_up
 from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
-from greenlane.streams.domain.vocabulary import STAGE_TOPIC_ROLE
+from greenlane.streams.domain.vocabulary import STAGE_TOPIC_ROLE, STAGES
 from greenlane.streams.runtime import admin, metrics, offsets
 from greenlane.streams.runtime.checkpoint import Checkpoint
 from greenlane.streams.runtime.health import (
@@ -68,6 +68,7 @@ from greenlane.streams.stages.bounds import (
 from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
 from greenlane.streams.stages.patterns import expire_state, load_pattern_settings, state_partition
 from greenlane.streams.stages.revenue import load_revenue_settings
+from greenlane.streams.stages.routing import ROUTE_TOPIC_ROLE
 from greenlane.streams.stages.targeting import RuleBook, TargetingRules
 from greenlane.streams.stages.watchlists import load_lists
 
@@ -737,4 +738,16 @@ def create_app(s: Settings | None = None) -> faust.App:
         run_agent(OUTCOMES_AGENT, outcomes_topic, join, 1.0)
     )
     offsets.guard(agent_topics)  # only answered offsets are committed on them
+    statuses = next(
+        f["type"]["symbols"]
+        for f in load_schema(schema_path("carrier_response"))["fields"]
+        if f["name"] == "status"
+    )
+    metrics.initialise_known_labels(
+        STAGES,
+        tuple(ROUTE_TOPIC_ROLE),
+        ("targeting", *SET_ARGUMENT),
+        sorted(agent_topics),
+        statuses,
+    )
     return app

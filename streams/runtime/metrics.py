@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -201,6 +201,38 @@ def add_cpu(spent: dict[str, float]) -> None:
     """A batch's CPU seconds by part (domain.stopwatch), added to greenlane_cpu_seconds."""
     for part, seconds in spent.items():
         CPU_SECONDS.labels(part).inc(seconds)
+
+
+def initialise_known_labels(
+    stages: Sequence[str],
+    routes: Sequence[str],
+    settings_sets: Sequence[str],
+    topics: Sequence[str],
+    statuses: Sequence[str],
+) -> None:
+    """Every counter series whose label values are known in advance, at zero from the start:
+    a series that only appears with its first event hides that event from ``increase()`` and
+    ``rate()`` (dashboards and alerts then miss the first refused reload, say). Counts already
+    made are kept."""
+    for stage in stages:
+        REPLAYED_DECISIONS.labels(stage)
+        for route in routes:
+            DECISIONS.labels(stage, route)
+    for name in settings_sets:
+        for result in ("loaded", "refused"):
+            SETTINGS_RELOADS.labels(name, result)
+    for topic in topics:
+        MESSAGES_CONSUMED.labels(topic)
+    for status in statuses:
+        CARRIER_RESPONSES.labels(status)
+    for result in ("joined", "dead_lettered"):
+        OUTCOMES.labels(result)
+    for result in ("promoted", "kept", "failed"):
+        RETRAINS.labels(result)
+    for result in ("amended", "unapplied"):
+        PATTERN_FINDINGS.labels(result)
+    for step in ("changelog", "outputs"):
+        PUBLISH_RETRIES.labels(step)
 
 
 def watch_gc() -> None:

@@ -23,3 +23,28 @@ def test_cpu_parts_add_to_their_counters():
     before = metrics.CPU_SECONDS.labels("test part")._value.get()
     metrics.add_cpu({"test part": 0.25})
     assert metrics.CPU_SECONDS.labels("test part")._value.get() == before + 0.25
+
+
+def test_counters_with_known_labels_exist_at_zero_and_keep_their_counts():
+    """A series that only appears with its first event hides that event from increase():
+    known label values are there from the start, and counts already made are kept."""
+    from prometheus_client import REGISTRY
+
+    from greenlane.streams.runtime import metrics as m
+
+    def value(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") is None
+    m.SETTINGS_RELOADS.labels("zz-set", "loaded").inc(3)
+    m.initialise_known_labels(["ZZ_STAGE"], ["ZZ_ROUTE"], ["zz-set"], ["zz-topic"], ["ZZ_STATUS"])
+    assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") == 0
+    assert value("greenlane_settings_reloads_total", settings="zz-set", result="loaded") == 3
+    assert value("greenlane_decisions_total", stage="ZZ_STAGE", route="ZZ_ROUTE") == 0
+    assert value("greenlane_replayed_decisions_total", stage="ZZ_STAGE") == 0
+    assert value("greenlane_messages_consumed_total", topic="zz-topic") == 0
+    assert value("greenlane_carrier_responses_total", status="ZZ_STATUS") == 0
+    for result in ("joined", "dead_lettered"):
+        assert value("greenlane_inspection_outcomes_total", result=result) is not None
+    for result in ("promoted", "kept", "failed"):
+        assert value("greenlane_scheduled_retrains_total", result=result) is not None
