@@ -39,8 +39,21 @@ stop: venv
 run: infra
 	$(BIN)/greenlane run --duration $(DURATION) --rate $(RATE)
 
+# promtool (checks and unit-tests the alert rules in the suite): Debian's prometheus package,
+# unpacked under ~/.cache/greenlane, never installed as a service.
+PROMETHEUS_HOME := $(HOME)/.cache/greenlane/prometheus
+PROMTOOL := $(PROMETHEUS_HOME)/usr/bin/promtool
+export GREENLANE_PROMTOOL := $(PROMTOOL)
+
+$(PROMTOOL):
+	mkdir -p $(PROMETHEUS_HOME)/deb
+	cd $(PROMETHEUS_HOME)/deb && { apt-get download prometheus 2>/dev/null || \
+	  { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x $$(ls $(PROMETHEUS_HOME)/deb/prometheus_*.deb | tail -1) $(PROMETHEUS_HOME)
+	@test -x $(PROMTOOL)
+
 # Starts what is not running yet, runs every test, then stops only what it started.
-test: venv
+test: venv $(PROMTOOL)
 	$(BIN)/greenlane infra up --record $(INFRA_OWNER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	  $(BIN)/greenlane infra down --only-recorded $(INFRA_OWNER); exit $$rc
