@@ -31,12 +31,9 @@ class _EncodedInput:
 
     def __init__(self, trees: Any) -> None:
         pre = trees._preprocessor
-        named = {name: (transformer, columns) for name, transformer, columns in pre.transformers_}
-        encoder, categorical = named["encoder"]
-        _, numeric = named["numerical"]
         width = trees.n_features_in_
-        self.categorical = _indices(categorical, width)
-        self.numeric = _indices(numeric, width)
+        encoder, self.categorical = _part(trees, "encoder")
+        _, self.numeric = _part(trees, "numerical")
         k = len(self.categorical)
         if (
             type(encoder).__name__ != "OrdinalEncoder"
@@ -66,11 +63,15 @@ class _EncodedInput:
         return self.bare.decision_function(self(x))
 
 
-def _indices(columns: Any, width: int) -> np.ndarray:
-    columns = np.asarray(columns)
-    if columns.dtype == bool:
-        return np.flatnonzero(columns)
-    return np.arange(width)[columns]
+def _part(trees: Any, name: str) -> tuple[Any, np.ndarray]:
+    """A part of the estimator's ColumnTransformer: (its transformer, its input columns)."""
+    for part, transformer, columns in trees._preprocessor.transformers_:
+        if part == name:
+            columns = np.asarray(columns)
+            if columns.dtype != bool:
+                return transformer, np.arange(trees.n_features_in_)[columns]
+            return transformer, np.flatnonzero(columns)
+    raise ValueError(f"no {name!r} part in the preprocessing")
 
 
 def probe(trees: Any, rows: int = _PROBE_ROWS, seed: int = 0) -> np.ndarray:
@@ -79,13 +80,9 @@ def probe(trees: Any, rows: int = _PROBE_ROWS, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 3.0, size=(rows, trees.n_features_in_))
     x[rng.random(x.shape) < 0.1] = np.nan
-    pre = trees._preprocessor
-    if pre is not None:
-        named = {name: (t, c) for name, t, c in pre.transformers_}
-        encoder, categorical = named["encoder"]
-        for column, known in zip(
-            _indices(categorical, trees.n_features_in_), encoder.categories_, strict=True
-        ):
+    if trees._preprocessor is not None:
+        encoder, categorical = _part(trees, "encoder")
+        for column, known in zip(categorical, encoder.categories_, strict=True):
             choices = np.concatenate([np.asarray(known, dtype=np.float64), [np.nan, 1e9]])
             x[:, column] = rng.choice(choices, size=rows)
     return x
