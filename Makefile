@@ -7,7 +7,7 @@ DURATION ?= 0
 RATE ?= 2000
 INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
 
-.PHONY: venv infra stop run test unit bench bench-restart lint lock clean
+.PHONY: venv infra stop run test unit bench bench-restart lint lock clean dashboard
 
 venv: $(STAMP)
 
@@ -43,14 +43,16 @@ run: infra
 # unpacked under ~/.cache/greenlane, never installed as a service.
 PROMETHEUS_HOME := $(HOME)/.cache/greenlane/prometheus
 PROMTOOL := $(PROMETHEUS_HOME)/usr/bin/promtool
+PROMETHEUS_SERVER := $(PROMETHEUS_HOME)/usr/bin/prometheus
 export GREENLANE_PROMTOOL := $(PROMTOOL)
+export GREENLANE_PROMETHEUS := $(PROMETHEUS_SERVER)
 
 $(PROMTOOL):
 	mkdir -p $(PROMETHEUS_HOME)/deb
 	cd $(PROMETHEUS_HOME)/deb && { apt-get download prometheus 2>/dev/null || \
 	  { apt-get update -qq && apt-get download prometheus; }; }
 	dpkg-deb -x $$(ls $(PROMETHEUS_HOME)/deb/prometheus_*.deb | tail -1) $(PROMETHEUS_HOME)
-	@test -x $(PROMTOOL)
+	@test -x $(PROMTOOL) && test -x $(PROMETHEUS_SERVER)
 
 # Starts what is not running yet, runs every test, then stops only what it started.
 test: venv $(PROMTOOL)
@@ -67,6 +69,10 @@ bench: infra
 # restart-to-ready and worker memory after 1,000,000 filings (about 10 minutes here)
 bench-restart: infra
 	$(BIN)/greenlane bench-restart
+
+# deploy/grafana/dashboards/greenlane.json from its panel definitions (a test checks it is current)
+dashboard: venv
+	$(BIN)/python -m greenlane.streams.devtools.dashboard
 
 lint: venv
 	$(BIN)/ruff check .

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -172,9 +172,15 @@ class StreamScorer:
     """The model in force in a worker, checked against the registry every few seconds."""
 
     def __init__(
-        self, registry: Registry | None = None, settings: ScoringSettings | None = None
+        self,
+        registry: Registry | None = None,
+        settings: ScoringSettings | None = None,
+        on_reload: Callable[[str, Exception | None], None] | None = None,
     ) -> None:
         self.registry = registry or Registry()
+        # told of each model version taken (None) or refused (the error), once per version
+        self.on_reload = on_reload or (lambda version, error: None)
+        self.refused: str | None = None  # the version last refused: not retried
         self.settings = settings or load_scoring_settings()
         self.version: str | None = None
         self.model: Any = None
@@ -194,13 +200,20 @@ class StreamScorer:
         self._next_check = now + self.settings.check_seconds
         try:
             current = self.registry.current()
-            if current is None or current == self.version:
+            if current is None or current in (self.version, self.refused):
                 return False
+        except (RegistryError, OSError, ValueError) as exc:
+            log.error("model registry not readable, keeping %s: %s", self.version, exc)
+            return False
+        try:
             model = self.registry.load(current)
-        except (RegistryError, OSError, EOFError, ValueError) as exc:
-            log.error("model not (re)loaded, keeping %s: %s", self.version, exc)
+        except Exception as exc:  # a damaged artifact must not stop the stream: keep scoring
+            log.error("model %s refused, keeping %s: %s", current, self.version, exc)
+            self.refused = current
+            self.on_reload(current, exc)
             return False
         self.model, self.version = model, current
+        self.on_reload(current, None)
         self.history = index_history(model.history)
         drift = model.info.get("drift")
         self.monitor = (

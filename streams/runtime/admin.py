@@ -25,8 +25,15 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
-def registry_client(settings: Settings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": settings.registry_url})
+def registry_client(settings: Settings, retries: int | None = None) -> SchemaRegistryClient:
+    """A client whose requests end after [registry] timeout_seconds: the Confluent client has no
+    timeout of its own. ``retries``: its own retries of a failed request (default 3, each
+    waited for); the worker passes 0, since it looks schemas up on its event loop and tries a
+    batch again by itself, beating in between."""
+    conf: dict = {"url": settings.registry_url, "timeout": settings.registry_timeout_seconds}
+    if retries is not None:
+        conf["max.retries"] = retries
+    return SchemaRegistryClient(conf)
 
 
 def admin_client(settings: Settings) -> AdminClient:

@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,15 @@ from greenlane.streams.runtime.checkpoint import Checkpoint
 from greenlane.streams.runtime.health import (
     AgentProgress,
     Health,
-    consumer_lag,
+    answered_next,
     forget_positions,
+)
+from greenlane.streams.runtime.lag import (
+    ArrivalClock,
+    PartitionLag,
+    Watermarks,
+    measure,
+    waiting_by_topic,
 )
 from greenlane.streams.runtime.publisher import Publisher
 from greenlane.streams.runtime.serde import WireDecoder, load_schema
@@ -69,7 +77,7 @@ from greenlane.streams.stages.lanes import LaneAllocator, load_lane_settings
 from greenlane.streams.stages.patterns import expire_state, load_pattern_settings, state_partition
 from greenlane.streams.stages.revenue import load_revenue_settings
 from greenlane.streams.stages.routing import ROUTE_TOPIC_ROLE
-from greenlane.streams.stages.targeting import RuleBook, TargetingRules
+from greenlane.streams.stages.targeting import RuleBook, TargetingRules, load_agencies
 from greenlane.streams.stages.watchlists import load_lists
 
 log = logging.getLogger("greenlane.worker")
@@ -93,6 +101,7 @@ RETENTION_SWEEP_SECONDS = 600.0
 TABLE_SIZE_SECONDS = 10.0
 SWEEP_CHUNK = 2000
 HEALTH_BEAT_SECONDS = 5.0
+LAG_SAMPLE_SECONDS = 2.0  # also the resolution of the lag's age (runtime.lag)
 HOLE_RESEEK_SECONDS = 60.0  # a partition read again for a hole is not re-read sooner
 FIRST_RETRY_SECONDS = 0.5
 OUTCOMES_AGENT = "inspection outcomes"
@@ -330,7 +339,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     tables = (links, patterns, summaries, replays, quotas)
     # Topics, schemas and configuration are ready before the first batch can arrive.
     registered = admin.prepare(s, progress=log.info)
-    fetch = admin.schema_fetcher(admin.registry_client(s))
+    fetch = admin.schema_fetcher(admin.registry_client(s, retries=0))
     decoders = {
         stage: WireDecoder(load_schema(schema_path(role)), fetch)
         for stage, role in STAGE_TOPIC_ROLE.items()
@@ -341,6 +350,7 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
         metrics.SETTINGS_RELOADS.labels("targeting", "refused" if error else "loaded").inc()
+        metrics.RELOAD_REFUSED.labels("targeting").set(1 if error else 0)
         if rules is not None:
             assessor.targeting_rules = rules
             metrics.PROFILE_INFO.info({"version": rules.version})
@@ -351,6 +361,7 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     def on_settings(name: str, loaded: Any, error: Exception | None) -> None:
         metrics.SETTINGS_RELOADS.labels(name, "refused" if error else "loaded").inc()
+        metrics.RELOAD_REFUSED.labels(name).set(1 if error else 0)
         if loaded is not None:
             assessor.reconfigure(**{SET_ARGUMENT[name]: loaded})
             sellers.settings = assessor.pattern_settings
@@ -374,7 +385,15 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     sets["lists"] = watch("lists", "lists", lists_at)
     watchers = [rulebook, *sets.values()]
-    scorer = StreamScorer()  # the registry's current model, if any; swapped when promoted
+
+    def on_model(version: str, error: Exception | None) -> None:
+        metrics.MODEL_RELOADS.labels("refused" if error else "loaded").inc()
+        metrics.RELOAD_REFUSED.labels("model").set(1 if error else 0)
+        if error is None:
+            metrics.MODEL_INFO.info({"version": version})
+
+    # the registry's current model, if any; swapped when promoted
+    scorer = StreamScorer(on_reload=on_model)
     assessor = Assessor(
         sets["quality"].current,
         rulebook.current,
@@ -389,6 +408,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     )
     sellers = PatternStage(assessor.pattern_settings, internal[OBSERVATION])
     metrics.PROFILE_INFO.info({"version": rulebook.current.version})
+    metrics.BUILD_INFO.info({"version": package_version("greenlane")})
     metrics.MODEL_INFO.info({"version": scorer.version or "none"})
     publisher = Publisher(s, registered.ids)
 
@@ -496,24 +516,64 @@ def create_app(s: Settings | None = None) -> faust.App:
             metrics.OFFSET_HOLES.labels(tp.topic).inc()
             await app.consumer.seek(tp, committed)
 
+    watermarks = Watermarks(partial(admin.admin_client, s), s.worker.app_id, LAG_SAMPLE_SECONDS * 2)
+    clocks: dict[tuple[str, int], ArrivalClock] = {}
+    lags: list[PartitionLag] = []  # the last measure, for the beat
+    oldest: dict[tuple[str, int], PartitionLag] = {}  # the same by partition, for the scrapes
+    metrics.LAG_BOUND_SECONDS.set(s.worker.lag_alert_seconds)
+    metrics.STALL_BOUND_SECONDS.set(s.worker.stall_seconds)
+
+    @app.timer(LAG_SAMPLE_SECONDS)
+    async def sample_lag() -> None:
+        """Lag of this worker's agent partitions, from the broker (runtime.lag)."""
+        try:
+            mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        except Exception:  # not started yet, or stopping
+            return
+        mine = {tp for tp in mine if tp[0] in agent_topics}
+        try:
+            highs, committed = await watermarks.read(mine)
+        except Exception as exc:  # the broker away: the last figures stand, ages grow
+            log.debug("lag not read: %s", exc)
+            highs = {tp: clocks[tp].highs[-1] for tp in mine if tp in clocks and clocks[tp].highs}
+            committed = {}
+        before = {(lag.topic, lag.partition) for lag in lags}
+        lags[:] = measure(time.monotonic(), highs, committed, answered_next(health.agents), clocks)
+        for lag in lags:
+            key = (lag.topic, lag.partition)
+            labels = (lag.topic, str(lag.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(lag.messages)
+            if key not in oldest:  # the age is worked out when scraped (runtime.lag)
+                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set_function(partial(age, key))
+            oldest[key] = lag
+        for key in before - set(highs):  # revoked: its series go
+            oldest.pop(key, None)
+            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key[0], str(key[1]))
+
+    def age(key: tuple[str, int]) -> float:
+        """Read on the metrics thread: the last measure's oldest undecided filing, aged now."""
+        lag = oldest.get(key)
+        return lag.seconds(time.monotonic()) if lag is not None else 0.0
+
     @app.timer(HEALTH_BEAT_SECONDS)
     async def beat() -> None:
-        """The loop's heartbeat for /live, with each agent topic's lag."""
+        """The loop's heartbeat for /live, with each agent topic's messages waiting."""
         if publisher.fatal is not None:
             await crash(RuntimeError(f"producer: {publisher.fatal}"))
             return
-        lag = consumer_lag(app.consumer, agent_topics, health.agents)
-        for topic, waiting in lag.items():
-            metrics.CONSUMER_LAG.labels(topic).set(waiting)
+        waiting = waiting_by_topic(lags, agent_topics)
         ready, _ = worker_ready(app)
         if ready and not started_up.is_set():
             started_up.set()
             freeze_start_up()
-        health.beat(lag, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
+        health.beat(waiting, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
         await mend_holes(ready and not app.should_stop)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        metrics.REBALANCES.inc()
         forget_positions(health.agents)
 
     @app.task
@@ -550,12 +610,16 @@ def create_app(s: Settings | None = None) -> faust.App:
         same stream, past the batch it failed on) and stops the worker."""
         topic_name = topic.get_topic_name()
         agent_topics.add(topic_name)
+        metrics.AGENT_FAILURES.labels(name)  # at zero from the start
+        metrics.OFFSET_HOLES.labels(topic_name)
+        metrics.AGENT_PROGRESS.labels(name, topic_name).set_to_current_time()
 
         async def agent(stream):
             if name in halted:  # restarted by the supervisor after a failure: do nothing
                 log.error("%s: not restarted after its failure; the worker is stopping", name)
                 await asyncio.Event().wait()
             progress = health.agent(name, topic_name)
+            metrics.AGENT_PROGRESS.labels(name, topic_name).set_to_current_time()
             checkpoint = Checkpoint(
                 offsets.answering(stream.ack), crash, name, s.worker.batches_in_flight
             )
@@ -597,11 +661,13 @@ def create_app(s: Settings | None = None) -> faust.App:
             if m.offset > highest.get(m.partition, -1):
                 highest[m.partition] = m.offset
         progress = health.agents[progress_name]
+        heartbeat = metrics.AGENT_PROGRESS.labels(progress_name, progress.topic)
 
         def then() -> None:
             cpu = time.thread_time()
             metered()
             progress.progressed(health.clock(), highest)
+            heartbeat.set_to_current_time()
             metrics.CPU_SECONDS.labels("metrics").inc(time.thread_time() - cpu)
 
         return then
@@ -651,8 +717,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         stage: str,
     ) -> Callable[[list[InboundMessage], list[Overlay], int], BatchOutcome]:
         def run(messages: list[InboundMessage], views: list[Overlay], now_ms: int) -> BatchOutcome:
-            if scorer.refresh():
-                metrics.MODEL_INFO.info({"version": scorer.version or "none"})
+            scorer.refresh()
             # every table for both stages: a pre-loading filing re-assesses its declaration
             # with the full engine (patterns read, summaries and lanes written)
             return assessor.assess_isolated(stage, messages, views[0], now_ms, *views[1:])
@@ -749,5 +814,6 @@ def create_app(s: Settings | None = None) -> faust.App:
         ("targeting", *SET_ARGUMENT),
         sorted(agent_topics),
         statuses,
+        sorted(load_agencies(s.worker.targeting_path)),
     )
     return app

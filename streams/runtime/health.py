@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass
@@ -104,38 +103,10 @@ class Health:
         return True, "alive"
 
 
-def consumer_lag(
-    consumer: Any, topics: set[str], agents: Mapping[str, AgentProgress]
-) -> dict[str, int]:
-    """Messages waiting per agent topic on the partitions assigned here: the high watermark
-    minus the next offset to acknowledge, for the partitions the agent has acknowledged on
-    since the last rebalance (a partition not yet acknowledged on is covered by the agent's
-    ``taken_since``). ``consumer``: Faust's, through ``assignment`` and ``highwater`` only.
-
-    Never the consumer's ``position``: Faust runs it on the consumer thread's method queue,
-    where it waits until the partition has a position; a few such calls occupy the queue's
-    workers and stall the consumer itself (seen after a restart: partitions never resumed).
-    """
-    lag = dict.fromkeys(topics, 0)
-    by_topic = {a.topic: a for a in agents.values()}
-    try:
-        assigned = consumer.assignment()
-    except Exception:  # not started yet, or stopping
-        return lag
-    for tp in assigned:
-        agent = by_topic.get(tp.topic)
-        if tp.topic not in lag or agent is None:
-            continue  # a table's changelog
-        nxt = agent.acked_next.get(tp.partition)
-        if nxt is None:
-            continue
-        try:
-            high = consumer.highwater(tp)
-        except Exception:  # revoked meanwhile
-            continue
-        if high is not None:
-            lag[tp.topic] += max(0, high - nxt)
-    return lag
+def answered_next(agents: Mapping[str, AgentProgress]) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> the next offset to answer, where an agent has answered since the
+    last rebalance (runtime.lag counts the oldest undecided filing from there)."""
+    return {(a.topic, p): n for a in agents.values() for p, n in a.acked_next.items()}
 
 
 def forget_positions(agents: Mapping[str, AgentProgress]) -> None:

@@ -117,17 +117,53 @@ WORKER_LIVE = Gauge(
     "1 while every agent is running and none has stalled with messages waiting; 0 otherwise "
     "(what /live answers).",
 )
+WORKER_READY = Gauge(
+    "greenlane_worker_ready",
+    "1 once the worker has partitions assigned and its tables recovered, and is not "
+    "rebalancing; 0 otherwise (what /ready answers).",
+)
 CONSUMER_LAG = Gauge(
     "greenlane_consumer_lag",
-    "Messages waiting on this worker's partitions of a topic (high watermark minus the next "
-    "offset to acknowledge).",
-    ["topic"],
+    "Filings on this worker's partitions of a topic its group has not committed: the high "
+    "watermark minus the committed offset, both read from the broker.",
+    ["topic", "partition"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "greenlane_consumer_lag_seconds",
+    "How long the oldest filing on the partition not yet decided here has been on the broker "
+    "(read off watermark samples, runtime.lag); 0 when none waits.",
+    ["topic", "partition"],
+)
+LAG_BOUND_SECONDS = Gauge(
+    "greenlane_consumer_lag_bound_seconds",
+    "The lag the worker settings allow ([worker] lag_alert_seconds): GreenlaneConsumerLagHigh "
+    "fires while greenlane_consumer_lag_seconds is above it.",
+)
+STALL_BOUND_SECONDS = Gauge(
+    "greenlane_stall_bound_seconds",
+    "How long an agent may go without finishing a batch while filings wait ([worker] "
+    "stall_seconds): /live and GreenlaneWorkerStalled judge by it.",
+)
+AGENT_PROGRESS = Gauge(
+    "greenlane_agent_last_progress_timestamp_seconds",
+    "When the agent last finished a batch (its outputs confirmed): the progress heartbeat.",
+    ["agent", "topic"],
 )
 OFFSET_HOLES = Counter(
     "greenlane_offset_holes",
     "Partitions read again because a message below their answered offsets was skipped by the "
     "stream framework and never answered (runtime.offsets); nothing is committed past one.",
     ["topic"],
+)
+OFFSET_COMMITS = Counter(
+    "greenlane_offset_commits",
+    "Offset commits of the worker's consumer, by result: committed, or failed (refused after a "
+    "rebalance, which the new owner reads again, or an error, which stops the worker).",
+    ["result"],
+)
+REBALANCES = Counter(
+    "greenlane_rebalances",
+    "Consumer group rebalances this worker took part in (its partitions revoked, then assigned).",
 )
 UNCONFIRMED_BATCHES = Gauge(
     "greenlane_unconfirmed_batches",
@@ -148,6 +184,19 @@ OUTCOMES = Counter(
 RETRAINS = Counter(
     "greenlane_scheduled_retrains",
     "Scheduled retraining runs (worker retrain_cron), by result: promoted, kept or failed.",
+    ["result"],
+)
+RELOAD_REFUSED = Gauge(
+    "greenlane_reload_refused",
+    "1 while the worker refuses what it was given for a settings set (targeting, quality, "
+    "lanes, revenue, patterns, lists) or the registry's current model, and keeps the last good "
+    "one in force; 0 once what it was given loads.",
+    ["what"],
+)
+MODEL_RELOADS = Counter(
+    "greenlane_model_reloads",
+    "Risk models the worker took from the registry (loaded) or could not load and kept the one "
+    "in force instead (refused: once per model version).",
     ["result"],
 )
 MODEL_SCORE = Histogram(
@@ -193,6 +242,7 @@ GC_PAUSE_MAX = Gauge(
     "The longest garbage-collector pause since the worker started, by generation.",
     ["generation"],
 )
+BUILD_INFO = Info("greenlane_build", "The greenlane release the worker runs.")
 MODEL_INFO = Info("greenlane_risk_model", "The risk model version in force (none: rules only).")
 PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
 
@@ -209,6 +259,7 @@ def initialise_known_labels(
     settings_sets: Sequence[str],
     topics: Sequence[str],
     statuses: Sequence[str],
+    agencies: Sequence[str] = (),
 ) -> None:
     """Every counter series whose label values are known in advance, at zero from the start:
     a series that only appears with its first event hides that event from ``increase()`` and
@@ -219,12 +270,16 @@ def initialise_known_labels(
         for route in routes:
             DECISIONS.labels(stage, route)
     for name in settings_sets:
+        RELOAD_REFUSED.labels(name)
         for result in ("loaded", "refused"):
             SETTINGS_RELOADS.labels(name, result)
+    RELOAD_REFUSED.labels("model")
     for topic in topics:
         MESSAGES_CONSUMED.labels(topic)
     for status in statuses:
         CARRIER_RESPONSES.labels(status)
+    for agency in agencies:
+        REFERRALS.labels(agency)
     for result in ("joined", "dead_lettered"):
         OUTCOMES.labels(result)
     for result in ("promoted", "kept", "failed"):
@@ -233,6 +288,10 @@ def initialise_known_labels(
         PATTERN_FINDINGS.labels(result)
     for step in ("changelog", "outputs"):
         PUBLISH_RETRIES.labels(step)
+    for result in ("committed", "failed"):
+        OFFSET_COMMITS.labels(result)
+    for result in ("loaded", "refused"):
+        MODEL_RELOADS.labels(result)
 
 
 def watch_gc() -> None:
@@ -274,6 +333,8 @@ def serve(
     says so, else 503 with the reason); port 0 leaves the endpoint off."""
     if live is not None:
         WORKER_LIVE.set_function(lambda: 1.0 if live()[0] else 0.0)
+    if ready is not None:
+        WORKER_READY.set_function(lambda: 1.0 if ready()[0] else 0.0)
     if not port:
         return None
 

@@ -12,6 +12,9 @@ takeover test, about one run in ten, one filing each time):
 - a hole of exactly one offset just after the committed offset does not stop the commit
   (``Consumer._new_offset`` tests ``min(acked) - committed > 1``).
 
+Faust's sensors see a commit start and end, not whether it took: ``Consumer._commit_offsets``
+is wrapped to count its answer (greenlane_offset_commits_total{result}).
+
 So, on the guarded topics, only acknowledgements made through :func:`answering` count, gaps
 are not filled, and nothing is committed past a hole. A hole then holds the partition's commit
 back until :func:`holes` reports it and the worker reads the partition again from its committed
@@ -24,6 +27,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from faust.transport import consumer as faust_consumer
+
+from greenlane.streams.runtime import metrics
 
 _guarded: set[str] = set()
 _answering: set[int] = set()  # id() of the messages the checkpoint is acknowledging now
@@ -93,6 +98,7 @@ def _install(cls: Any) -> None:
     original_ack = upstream["ack"] = cls.ack
     original_new_offset = upstream["_new_offset"] = cls._new_offset
     original_add_gap = upstream["_add_gap"] = cls._add_gap
+    original_commit_offsets = upstream["_commit_offsets"] = cls._commit_offsets
 
     def ack(self: Any, message: Any) -> bool:
         if message.topic in _guarded and id(message) not in _answering:
@@ -112,6 +118,13 @@ def _install(cls: Any) -> None:
             return  # no compaction or transactions here: a gap is a skip, not an answer
         await original_add_gap(self, tp, offset_from, offset_to)
 
+    async def _commit_offsets(self: Any, offsets: Mapping[Any, int], *args: Any, **kw: Any) -> bool:
+        did_commit = await original_commit_offsets(self, offsets, *args, **kw)
+        if offsets:  # Faust answers False for a commit refused by a rebalance or that failed
+            metrics.OFFSET_COMMITS.labels("committed" if did_commit else "failed").inc()
+        return did_commit
+
     cls.ack = ack
+    cls._commit_offsets = _commit_offsets
     cls._new_offset = _new_offset
     cls._add_gap = _add_gap

@@ -93,6 +93,7 @@ class Worker:
     publish_retry_max_seconds: float
     stop_timeout_seconds: float
     stall_seconds: float
+    lag_alert_seconds: float
     batches_in_flight: int
     retrain_cron: str
     retrain_timeout_minutes: float
@@ -141,6 +142,8 @@ class Settings:
     # True when KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL name external services.
     external_kafka: bool
     external_registry: bool
+    # One request to the registry may take this long (the worker waits on it between batches).
+    registry_timeout_seconds: float = 5.0
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -224,8 +227,11 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or data["kafka"]["bootstrap_servers"]
         registry = env.get("SCHEMA_REGISTRY_URL") or data["registry"]["url"]
         compatibility = data["registry"]["compatibility"]
+        registry_timeout = data["registry"].get("timeout_seconds", 5.0)
     except KeyError as exc:
         raise ConfigError(f"{where}: missing section or key {exc}") from exc
+    if not isinstance(registry_timeout, int | float) or not 0 < registry_timeout <= 120:
+        raise ConfigError(f"{where}: [registry] timeout_seconds must be a number in (0, 120]")
     if topics.partitions < 1 or topics.replication_factor < 1:
         raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
     if worker.session_timeout_seconds < 6:  # Faust heartbeats every 3 s
@@ -258,6 +264,7 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         "publish_retry_max_seconds",
         "stop_timeout_seconds",
         "stall_seconds",
+        "lag_alert_seconds",
         "retrain_timeout_minutes",
     ):
         if getattr(worker, key) <= 0:
@@ -273,6 +280,7 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         local=local,
         external_kafka=bool(env.get("KAFKA_BOOTSTRAP_SERVERS")),
         external_registry=bool(env.get("SCHEMA_REGISTRY_URL")),
+        registry_timeout_seconds=float(registry_timeout),
     )
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 from greenlane.streams.runtime import metrics
 from greenlane.streams.settings import Settings, load_settings
@@ -74,6 +74,9 @@ def exported_series() -> dict[str, frozenset[str]]:
     """Every series name the worker exposes (counters with _total, histogram parts) -> labels."""
     series: dict[str, frozenset[str]] = {}
     for obj in vars(metrics).values():
+        if isinstance(obj, Info):  # one series whose labels are the info's keys
+            series[f"{obj._name}_info"] = frozenset({"version"})
+            continue
         if not isinstance(obj, Counter | Histogram | Gauge):
             continue
         labels = frozenset(obj._labelnames)
@@ -86,6 +89,9 @@ def exported_series() -> dict[str, frozenset[str]]:
             series[f"{obj._name}_sum"] = labels
             series[f"{obj._name}_count"] = labels
     return series
+
+
+TARGET_LABELS = frozenset({"job", "instance", "pod", "namespace"})
 
 
 def family(series: str) -> str:
@@ -104,7 +110,8 @@ def promql_problems(expr: str, series: dict[str, frozenset[str]]) -> list[str]:
         problems.append("unbalanced parentheses")
     names = set(METRIC_RE.findall(expr))
     problems += [f"{name} is not exported by streams/metrics.py" for name in names - set(series)]
-    known = set().union(*(series.get(n, frozenset()) for n in names)) if names else {"job"}
+    # plus the target labels Prometheus gives every series it scrapes
+    known = set().union(*(series.get(n, frozenset()) for n in names)) | TARGET_LABELS
     for group in GROUPING_RE.findall(expr):
         for label in filter(None, (part.strip() for part in group.split(","))):
             if label not in known:
@@ -145,11 +152,22 @@ def test_every_json_file_parses(path: Path) -> None:
 # --- metrics: dashboard and alert rules against what the worker exports --------------------
 
 
+def dashboard_panels() -> list[dict[str, Any]]:
+    """The dashboard's panels with queries (not its row headers)."""
+    board = json.loads(DASHBOARD.read_text())
+    return [p for p in board["panels"] if p["type"] != "row"]
+
+
+def test_the_dashboard_is_what_its_module_writes() -> None:
+    from greenlane.streams.devtools import dashboard
+
+    assert DASHBOARD.read_text() == dashboard.render(), "run `make dashboard`"
+
+
 def test_dashboard_queries_only_exported_metrics_and_labels() -> None:
     series = exported_series()
-    board = json.loads(DASHBOARD.read_text())
     problems = []
-    for panel in board["panels"]:
+    for panel in dashboard_panels():
         for target in panel["targets"]:
             expr = target["expr"]
             problems += [f"{panel['title']}: {p}" for p in promql_problems(expr, series)]
@@ -160,9 +178,16 @@ def test_dashboard_queries_only_exported_metrics_and_labels() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_dashboard_query_follows_the_job_and_instance_variables() -> None:
+    selector = re.compile(r"\b((?:greenlane|process)_[a-z0-9_]+)(\{[^}]*\})?")
+    for panel in dashboard_panels():
+        for target in panel["targets"]:
+            for name, matchers in selector.findall(target["expr"]):
+                assert 'job=~"$job", instance=~"$instance"' in matchers, (panel["title"], name)
+
+
 def test_dashboard_shows_every_metric_the_worker_exports() -> None:
-    board = json.loads(DASHBOARD.read_text())
-    exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in dashboard_panels() for t in p["targets"])
     shown = {family(name) for name in METRIC_RE.findall(exprs)}
     assert shown == {family(name) for name in exported_series()}
 
@@ -171,8 +196,7 @@ def test_dashboard_shows_every_metric_the_worker_exports() -> None:
     "histogram", ["greenlane_batch_processing_seconds", "greenlane_decision_latency_seconds"]
 )
 def test_dashboard_has_p50_p95_p99_of_the_timing_histograms(histogram: str) -> None:
-    board = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in dashboard_panels() for t in p["targets"]]
     found = {
         float(m.group(1))
         for e in exprs
@@ -181,7 +205,7 @@ def test_dashboard_has_p50_p95_p99_of_the_timing_histograms(histogram: str) -> N
     assert found == {0.5, 0.95, 0.99}
 
 
-def test_dashboard_layout_and_datasource() -> None:
+def test_dashboard_layout_rows_units_and_datasource() -> None:
     board = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
@@ -195,11 +219,29 @@ def test_dashboard_layout_and_datasource() -> None:
             f"panel {p['title']!r} overlaps or overflows"
         )
         cells |= own
+    rows = [p["title"].split(":")[0] for p in board["panels"] if p["type"] == "row"]
+    assert rows == ["Flow", "Decisions", "Model", "Process"]
+    first = dashboard_panels()[0]
+    assert "greenlane_consumer_lag" in first["targets"][0]["expr"]  # lag comes first
+    # import asks for the datasource; the panels follow the datasource variable
+    assert [i["pluginId"] for i in board["__inputs"]] == ["prometheus"]
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert variables["datasource"]["query"] == "prometheus"
-    for p in board["panels"]:
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    assert {"job", "instance"} <= set(variables)
+    for p in dashboard_panels():
         assert p["datasource"]["uid"] == "${datasource}"
         assert all(t["datasource"]["uid"] == "${datasource}" for t in p["targets"])
+        unit = p["fieldConfig"]["defaults"]["unit"]
+        exprs = " ".join(t["expr"] for t in p["targets"])
+        if "rate(" in exprs and " / " not in exprs and "histogram_quantile" not in exprs:
+            assert unit in {"recps", "cps", "short"}, p["title"]  # per second or cores
+        if "_seconds" in exprs and "histogram_quantile" in exprs:
+            assert unit == "s", p["title"]
+        if "psi" in exprs:
+            assert unit == "none", p["title"]
+        if "increase(" in exprs:
+            assert unit == "short", p["title"]
 
 
 def test_alert_rules_use_exported_metrics_and_cover_the_brief() -> None:
@@ -207,22 +249,35 @@ def test_alert_rules_use_exported_metrics_and_cover_the_brief() -> None:
     rules = [r for g in load_yaml(PROMETHEUS / "alerts.yml")["groups"] for r in g["rules"]]
     problems = []
     for rule in rules:
-        problems += [f"{rule['alert']}: {p}" for p in promql_problems(rule["expr"], series)]
-        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
-        assert rule["annotations"]["summary"], rule["alert"]
-        assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+        name = rule.get("alert") or rule["record"]
+        problems += [f"{name}: {p}" for p in promql_problems(rule["expr"], series)]
+        if "record" in rule:
+            assert re.fullmatch(r"greenlane:[a-z_]+:[a-z_0-9]+", name), name
+            continue
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        assert rule["annotations"]["summary"], name
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
     assert not problems, "\n".join(problems)
-    exprs = [" ".join(r["expr"].split()) for r in rules]
-    assert any(e.startswith(f'up{{job="{WORKER_JOB}"}} == 0') for e in exprs)
-    assert any("greenlane_dead_letters_total" in e for e in exprs)
-    assert any(
-        e.startswith("histogram_quantile(0.99,")
-        and "greenlane_decision_latency_seconds_bucket" in e
-        for e in exprs
-    )
+    exprs = " ".join(" ".join(r["expr"].split()) for r in rules)
+    for needed in (
+        f'up{{job="{WORKER_JOB}"}} == 0',
+        "greenlane_dead_letters_total",
+        "greenlane_consumer_lag_seconds",
+        "greenlane_agent_last_progress_timestamp_seconds",
+        "greenlane_model_feature_psi",
+        "greenlane_reload_refused",
+        'greenlane_decision_latency_seconds_bucket{job="greenlane-worker", le="1.0"}',
+    ):
+        assert needed in exprs, needed
     # The job the rules watch is the job both scrape configs define.
-    jobs = {m for e in exprs for m in re.findall(r'job="([^"]+)"', e)}
+    jobs = set(re.findall(r'job="([^"]+)"', exprs))
     assert jobs == {WORKER_JOB}
+
+
+def test_the_slo_bucket_is_one_the_latency_histogram_has() -> None:
+    from greenlane.streams.runtime import metrics
+
+    assert 1.0 in metrics.DECISION_LATENCY._upper_bounds
 
 
 # --- Prometheus scrape configs --------------------------------------------------------------

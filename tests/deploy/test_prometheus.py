@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
@@ -40,3 +41,26 @@ def test_the_alert_rules_pass_their_unit_tests(promtool: str) -> None:
     out = run(promtool, "test", "rules", "alerts_test.yml")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS" in out.stdout
+
+
+def alert_rules() -> list[dict]:
+    groups = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def test_every_alert_has_a_summary_a_runbook_paragraph_and_a_firing_unit_test() -> None:
+    runbook = (PROMETHEUS.parent / "README.md").read_text()
+    runbook = runbook[runbook.index("## Alerts") :]
+    tests = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+    fired = {
+        case["alertname"]
+        for t in tests
+        for case in t.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    for rule in alert_rules():
+        name = rule["alert"]
+        assert rule["annotations"].get("summary") and rule["annotations"].get("description"), name
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        assert f"**{name}**" in runbook, f"deploy/README.md: no runbook paragraph for {name}"
+        assert name in fired, f"alerts_test.yml: no test where {name} fires"

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from greenlane.models.registry import Registry
+from greenlane.models.registry import ARTIFACT, Registry
 from greenlane.models.stream import (
     MODEL_REASON,
     StreamScorer,
@@ -109,6 +109,27 @@ def test_a_newly_promoted_model_is_picked_up_without_restart(registry, history, 
     assert scorer.refresh() and scorer.version == newest != first
     [part] = scorer.score([pre_arrival("H1")], RATES)
     assert part.version == newest
+
+
+def test_a_model_that_does_not_load_is_refused_once_and_the_one_in_force_kept(
+    registry, history, spec
+):
+    told: list[tuple[str, str | None]] = []
+    settings = replace(load_scoring_settings(), check_seconds=0.001, floor=0.0)
+    scorer = StreamScorer(registry, settings, lambda v, e: told.append((v, e and str(e))))
+    first = scorer.version
+    assert told == [(first, None)]
+    damaged = registry.save(train(history.head(12_000), spec), {"note": "damaged"})
+    (registry.root / damaged / ARTIFACT).write_bytes(b"not a model")
+    registry.promote(damaged)
+    try:
+        for _ in range(3):
+            time.sleep(0.01)
+            assert not scorer.refresh()
+        assert scorer.version == first and scorer.model is not None
+        assert [v for v, e in told if e is not None] == [damaged]  # refused once, not each check
+    finally:
+        registry.promote(first)
 
 
 def test_without_a_model_the_stream_runs_on_rules_only(tmp_path):

@@ -3,9 +3,7 @@ work and waiting for the broker are not."""
 
 from __future__ import annotations
 
-from faust.types import TP
-
-from greenlane.streams.runtime.health import Health, consumer_lag, forget_positions
+from greenlane.streams.runtime.health import Health, answered_next, forget_positions
 
 
 class Clock:
@@ -89,38 +87,15 @@ def test_a_blocked_event_loop_is_unhealthy() -> None:
     assert not live and why.startswith("event loop blocked")
 
 
-class Consumer:
-    """Faust's consumer API as consumer_lag uses it (no position: it would block)."""
-
-    def __init__(self, highwaters: dict[TP, int | None]) -> None:
-        self.highwaters = highwaters
-
-    def assignment(self) -> set[TP]:
-        return set(self.highwaters)
-
-    def highwater(self, tp: TP) -> int | None:
-        return self.highwaters[tp]
-
-    def position(self, tp: TP) -> int:
-        raise AssertionError("position blocks the consumer thread's method queue")
-
-
-def test_lag_counts_from_what_was_acknowledged() -> None:
+def test_answered_offsets_are_what_lag_counts_from_until_a_rebalance() -> None:
     h, clock = health()
     a = h.agent("assess", "filings")
     a.progressed(clock(), {0: 99, 2: 10})
-    consumer = Consumer(
-        {
-            TP("filings", 0): 150,
-            TP("filings", 1): 40,  # nothing acknowledged there yet: taken_since covers it
-            TP("filings", 2): None,  # nothing fetched yet
-            TP("links-changelog", 0): 999,  # a table's: not an agent's
-        }
-    )
-    lag = consumer_lag(consumer, {"filings", "outcomes"}, h.agents)
-    assert lag == {"filings": 150 - 100, "outcomes": 0}
+    a.progressed(clock(), {0: 50})  # an older batch confirmed later: not a step back
+    h.agent("join", "outcomes").progressed(clock(), {0: 4})
+    assert answered_next(h.agents) == {("filings", 0): 100, ("filings", 2): 11, ("outcomes", 0): 5}
     forget_positions(h.agents)
-    assert a.acked_next == {}
+    assert answered_next(h.agents) == {}
 
 
 def test_a_long_table_recovery_is_not_a_stall() -> None:

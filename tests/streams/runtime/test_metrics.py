@@ -37,13 +37,20 @@ def test_counters_with_known_labels_exist_at_zero_and_keep_their_counts():
 
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") is None
     m.SETTINGS_RELOADS.labels("zz-set", "loaded").inc(3)
-    m.initialise_known_labels(["ZZ_STAGE"], ["ZZ_ROUTE"], ["zz-set"], ["zz-topic"], ["ZZ_STATUS"])
+    m.initialise_known_labels(
+        ["ZZ_STAGE"], ["ZZ_ROUTE"], ["zz-set"], ["zz-topic"], ["ZZ_STATUS"], ["zz_agency"]
+    )
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") == 0
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="loaded") == 3
     assert value("greenlane_decisions_total", stage="ZZ_STAGE", route="ZZ_ROUTE") == 0
     assert value("greenlane_replayed_decisions_total", stage="ZZ_STAGE") == 0
     assert value("greenlane_messages_consumed_total", topic="zz-topic") == 0
     assert value("greenlane_carrier_responses_total", status="ZZ_STATUS") == 0
+    assert value("greenlane_referrals_total", agency="zz_agency") == 0
+    assert value("greenlane_reload_refused", what="zz-set") == 0
+    assert value("greenlane_reload_refused", what="model") is not None
+    for result in ("committed", "failed"):
+        assert value("greenlane_offset_commits_total", result=result) is not None
     for result in ("joined", "dead_lettered"):
         assert value("greenlane_inspection_outcomes_total", result=result) is not None
     for result in ("promoted", "kept", "failed"):

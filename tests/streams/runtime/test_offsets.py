@@ -99,3 +99,31 @@ def test_a_hole_is_read_again_once_seen_twice_and_not_again_too_soon():
     assert r.due({tp: 9}, now=75) == []  # a new hole further on: seen once
     assert r.due({tp: 9}, now=80) == [(tp, 9)]
     assert r.due({}, now=85) == [] and r.due({tp: 9}, now=90) == []  # went away and came back
+
+
+def test_commits_are_counted_by_what_faust_answers(consumer, monkeypatch):
+    """Faust's sensors see a commit start and end only: the wrapped _commit_offsets counts
+    whether it took (committed) or not (failed: refused after a rebalance, or an error)."""
+    from greenlane.streams.runtime import metrics
+
+    tp = TP(GUARDED, 3)
+    answers = iter([True, False])
+
+    async def commit(offsets):
+        return next(answers)
+
+    async def flush():
+        return None
+
+    monkeypatch.setattr(consumer, "assignment", lambda: {tp})
+    monkeypatch.setattr(consumer, "_commit", commit)
+    monkeypatch.setattr(consumer.app.producer, "flush", flush)
+    monkeypatch.setattr(consumer.app.tables, "on_commit", lambda offsets: None)
+    counted = {r: metrics.OFFSET_COMMITS.labels(r)._value.get() for r in ("committed", "failed")}
+    assert asyncio.run(consumer._commit_offsets({tp: 10})) is True
+    assert asyncio.run(consumer._commit_offsets({tp: 12})) is False
+    revoked = TP(GUARDED, 4)  # not assigned here: Faust discards it and answers False
+    assert asyncio.run(consumer._commit_offsets({revoked: 3})) is False
+    after = {r: metrics.OFFSET_COMMITS.labels(r)._value.get() for r in ("committed", "failed")}
+    assert after["committed"] - counted["committed"] == 1
+    assert after["failed"] - counted["failed"] == 2
