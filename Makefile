@@ -7,7 +7,7 @@ DURATION ?= 0
 RATE ?= 2000
 INFRA_OWNER := $(HOME)/.cache/greenlane/started-by-make-test
 
-.PHONY: venv infra stop run test unit bench bench-restart lint lock clean dashboard
+.PHONY: venv infra stop run test unit bench bench-restart lint lock clean deploy-files
 
 venv: $(STAMP)
 
@@ -54,8 +54,16 @@ $(PROMTOOL):
 	dpkg-deb -x $$(ls $(PROMETHEUS_HOME)/deb/prometheus_*.deb | tail -1) $(PROMETHEUS_HOME)
 	@test -x $(PROMTOOL) && test -x $(PROMETHEUS_SERVER)
 
+# The Prometheus Operator's CRDs, for the strict schema check of deploy/k8s/operator.
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+CRDS := $(HOME)/.cache/greenlane/crds/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
+export GREENLANE_CRDS := $(CRDS)
+
+$(CRDS)/monitoring.coreos.com_podmonitors.yaml: | venv
+	$(BIN)/python -m greenlane.streams.devtools.crds --version $(PROMETHEUS_OPERATOR_VERSION) --into $(CRDS)
+
 # Starts what is not running yet, runs every test, then stops only what it started.
-test: venv $(PROMTOOL)
+test: venv $(PROMTOOL) $(CRDS)/monitoring.coreos.com_podmonitors.yaml
 	$(BIN)/greenlane infra up --record $(INFRA_OWNER)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests; rc=$$?; \
 	  $(BIN)/greenlane infra down --only-recorded $(INFRA_OWNER); exit $$rc
@@ -70,9 +78,10 @@ bench: infra
 bench-restart: infra
 	$(BIN)/greenlane bench-restart
 
-# deploy/grafana/dashboards/greenlane.json from its panel definitions (a test checks it is current)
-dashboard: venv
-	$(BIN)/python -m greenlane.streams.devtools.dashboard
+# the dashboard (from its panel definitions) and the Operator's PrometheusRule (from alerts.yml);
+# a test checks they are current
+deploy-files: venv
+	$(BIN)/python -m greenlane.streams.devtools.deploy_files
 
 lint: venv
 	$(BIN)/ruff check .

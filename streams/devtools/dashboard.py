@@ -3,14 +3,12 @@
 Panels are data here (title, queries, unit, thresholds), so every query gets the job and
 instance selectors, units stay right and the layout never overlaps; a test checks the shipped
 file is what this writes, another runs every query against a real Prometheus. Regenerate with
-`make dashboard` after a change.
+`make deploy-files` after a change (devtools.deploy_files).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -561,28 +559,3 @@ def build() -> dict[str, Any]:
 
 def render() -> str:
     return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m greenlane.streams.devtools.dashboard",
-        description="Write the Grafana dashboard from its panel definitions (make dashboard).",
-    )
-    parser.add_argument("--out", type=Path, default=DASHBOARD, help=f"default: {DASHBOARD}")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the file differs from what is written"
-    )
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        same = args.out.is_file() and args.out.read_text() == text
-        if not same:
-            print(f"{args.out}: out of date; run `make dashboard`", file=sys.stderr)
-        return 0 if same else 1
-    args.out.write_text(text)
-    print(f"wrote {args.out} ({sum(len(r.panels) for r in ROWS)} panels in {len(ROWS)} rows)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

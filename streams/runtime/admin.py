@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -38,6 +38,19 @@ def registry_client(settings: Settings, retries: int | None = None) -> SchemaReg
 
 def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+
+
+def lag_consumer(settings: Settings) -> Consumer:
+    """A consumer of the worker's group that never subscribes (so never joins it): it reads
+    the group's committed offsets and the watermarks for the worker's lag (runtime.lag)."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.worker.app_id,
+            "client.id": f"{settings.worker.app_id}-lag",
+            "enable.auto.commit": False,
+        }
+    )
 
 
 def delete_run(settings: Settings, app_id: str) -> list[str]:

@@ -49,13 +49,7 @@ from greenlane.streams.runtime.health import (
     answered_next,
     forget_positions,
 )
-from greenlane.streams.runtime.lag import (
-    ArrivalClock,
-    PartitionLag,
-    Watermarks,
-    measure,
-    waiting_by_topic,
-)
+from greenlane.streams.runtime.lag import LagMonitor, Watermarks
 from greenlane.streams.runtime.publisher import Publisher
 from greenlane.streams.runtime.serde import WireDecoder, load_schema
 from greenlane.streams.runtime.state import (
@@ -516,10 +510,7 @@ def create_app(s: Settings | None = None) -> faust.App:
             metrics.OFFSET_HOLES.labels(tp.topic).inc()
             await app.consumer.seek(tp, committed)
 
-    watermarks = Watermarks(partial(admin.admin_client, s), s.worker.app_id, LAG_SAMPLE_SECONDS * 2)
-    clocks: dict[tuple[str, int], ArrivalClock] = {}
-    lags: list[PartitionLag] = []  # the last measure, for the beat
-    oldest: dict[tuple[str, int], PartitionLag] = {}  # the same by partition, for the scrapes
+    lag = LagMonitor(Watermarks(partial(admin.lag_consumer, s), LAG_SAMPLE_SECONDS * 2))
     metrics.LAG_BOUND_SECONDS.set(s.worker.lag_alert_seconds)
     metrics.STALL_BOUND_SECONDS.set(s.worker.stall_seconds)
 
@@ -527,35 +518,11 @@ def create_app(s: Settings | None = None) -> faust.App:
     async def sample_lag() -> None:
         """Lag of this worker's agent partitions, from the broker (runtime.lag)."""
         try:
-            mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+            assigned = app.consumer.assignment()
         except Exception:  # not started yet, or stopping
             return
-        mine = {tp for tp in mine if tp[0] in agent_topics}
-        try:
-            highs, committed = await watermarks.read(mine)
-        except Exception as exc:  # the broker away: the last figures stand, ages grow
-            log.debug("lag not read: %s", exc)
-            highs = {tp: clocks[tp].highs[-1] for tp in mine if tp in clocks and clocks[tp].highs}
-            committed = {}
-        before = {(lag.topic, lag.partition) for lag in lags}
-        lags[:] = measure(time.monotonic(), highs, committed, answered_next(health.agents), clocks)
-        for lag in lags:
-            key = (lag.topic, lag.partition)
-            labels = (lag.topic, str(lag.partition))
-            metrics.CONSUMER_LAG.labels(*labels).set(lag.messages)
-            if key not in oldest:  # the age is worked out when scraped (runtime.lag)
-                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set_function(partial(age, key))
-            oldest[key] = lag
-        for key in before - set(highs):  # revoked: its series go
-            oldest.pop(key, None)
-            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(key[0], str(key[1]))
-
-    def age(key: tuple[str, int]) -> float:
-        """Read on the metrics thread: the last measure's oldest undecided filing, aged now."""
-        lag = oldest.get(key)
-        return lag.seconds(time.monotonic()) if lag is not None else 0.0
+        mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic in agent_topics}
+        await lag.sample(mine, answered_next(health.agents))
 
     @app.timer(HEALTH_BEAT_SECONDS)
     async def beat() -> None:
@@ -563,7 +530,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         if publisher.fatal is not None:
             await crash(RuntimeError(f"producer: {publisher.fatal}"))
             return
-        waiting = waiting_by_topic(lags, agent_topics)
+        waiting = lag.waiting(agent_topics)
         ready, _ = worker_ready(app)
         if ready and not started_up.is_set():
             started_up.set()

@@ -12,19 +12,27 @@ how long the oldest undecided one has waited.
   older than the worker's first sample is taken to be that old: a lower bound, so a lag alert
   can fire late, never falsely.
 
-``ArrivalClock`` and ``measure`` are pure; ``Watermarks`` is the broker reader.
+``ArrivalClock`` and ``measure`` are pure; ``Watermarks`` is the broker reader and
+``LagMonitor`` the worker's part: it measures every few seconds and keeps the gauges.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka import Consumer, TopicPartition
+
+from greenlane.streams.runtime import metrics
+
+log = logging.getLogger("greenlane.worker")
 
 Partition = tuple[str, int]  # (topic, partition)
 
@@ -120,40 +128,93 @@ def waiting_by_topic(lags: Iterable[PartitionLag], topics: Iterable[str]) -> dic
 
 
 class Watermarks:
-    """Reads high watermarks and the group's committed offsets from the broker, without
-    blocking the event loop (the admin client's futures, awaited)."""
+    """Reads high watermarks and the group's committed offsets from the broker, on a thread of
+    its own (the client's calls block), with a Kafka consumer that never joins the group.
 
-    def __init__(
-        self, connect: Callable[[], AdminClient], group: str, timeout_seconds: float
-    ) -> None:
+    Not an admin client: librdkafka crashes the process when an admin client's
+    ListConsumerGroupOffsets meets NOT_COORDINATOR, which a broker restart gives (a segfault in
+    rd_kafka_handle_OffsetFetch, which expects a consumer group handle: seen in test_outage).
+    """
+
+    def __init__(self, connect: Callable[[], Consumer], timeout_seconds: float) -> None:
         self.connect = connect  # called at the first read: no connection before it is needed
-        self.admin: AdminClient | None = None
-        self.group = group
+        self.consumer: Consumer | None = None
         self.timeout = timeout_seconds
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="greenlane-lag")
+        self._reading: asyncio.Future | None = None
 
     async def read(
         self, partitions: Iterable[Partition]
     ) -> tuple[dict[Partition, int], dict[Partition, int | None]]:
-        """(high watermarks, committed offsets: None where the group has none)."""
-        tps = [TopicPartition(t, p) for t, p in partitions]
+        """(high watermarks, committed offsets: None where the group has none). Raises
+        TimeoutError while an earlier read still waits on the broker (none piles up)."""
+        tps = sorted(partitions)
         if not tps:
             return {}, {}
-        if self.admin is None:
-            self.admin = self.connect()
-        latest = self.admin.list_offsets(
-            {tp: OffsetSpec.latest() for tp in tps}, request_timeout=self.timeout
-        )
-        groups = self.admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(self.group, tps)], request_timeout=self.timeout
-        )
-        futures: list[Any] = [*latest.values(), groups[self.group]]
-        done = await asyncio.wait_for(
-            asyncio.gather(*(asyncio.wrap_future(f) for f in futures)), self.timeout + 1
-        )
-        pairs = zip(latest, done[:-1], strict=True)
-        highs = {(tp.topic, tp.partition): r.offset for tp, r in pairs}
+        if self._reading is not None and not self._reading.done():
+            raise TimeoutError("the last lag read still waits for the broker")
+        self._reading = asyncio.get_running_loop().run_in_executor(self._thread, self._read, tps)
+        return await asyncio.wait_for(asyncio.shield(self._reading), 2 * self.timeout + 1)
+
+    def _read(
+        self, tps: list[Partition]
+    ) -> tuple[dict[Partition, int], dict[Partition, int | None]]:
+        if self.consumer is None:
+            self.consumer = self.connect()
+        asked = [TopicPartition(t, p) for t, p in tps]
         committed: dict[Partition, int | None] = {
             (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
-            for tp in done[-1].topic_partitions
+            for tp in self.consumer.committed(asked, timeout=self.timeout)
+        }
+        highs = {
+            (tp.topic, tp.partition): self.consumer.get_watermark_offsets(
+                tp, timeout=self.timeout, cached=False
+            )[1]
+            for tp in asked
         }
         return highs, committed
+
+
+class LagMonitor:
+    """The lag of the partitions this worker owns: measured from the event loop, exported as
+    greenlane_consumer_lag and greenlane_consumer_lag_seconds (by topic and partition). The age
+    is worked out when scraped, on the metrics thread, so it keeps growing while the loop that
+    measures is blocked."""
+
+    def __init__(self, watermarks: Watermarks, clock: Callable[[], float] = time.monotonic):
+        self.watermarks = watermarks
+        self.clock = clock
+        self.clocks: dict[Partition, ArrivalClock] = {}
+        self.lags: dict[Partition, PartitionLag] = {}  # the last measure
+
+    async def sample(self, mine: set[Partition], answered: Mapping[Partition, int]) -> None:
+        """Measure ``mine`` (the agent partitions assigned here); ``answered``: the next offset
+        to answer where known. With the broker away the last watermarks stand and ages grow."""
+        try:
+            highs, committed = await self.watermarks.read(mine)
+        except Exception as exc:
+            log.debug("lag not read: %s", exc)
+            highs = {tp: c.highs[-1] for tp, c in self.clocks.items() if tp in mine and c.highs}
+            committed = {}
+        measured = measure(self.clock(), highs, committed, answered, self.clocks)
+        for lag in measured:
+            key = (lag.topic, lag.partition)
+            labels = (lag.topic, str(lag.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(lag.messages)
+            if key not in self.lags:
+                metrics.CONSUMER_LAG_SECONDS.labels(*labels).set_function(partial(self.age, key))
+            self.lags[key] = lag
+        for key in set(self.lags) - set(highs):  # revoked: its series go
+            del self.lags[key]
+            for gauge in (metrics.CONSUMER_LAG, metrics.CONSUMER_LAG_SECONDS):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(key[0], str(key[1]))
+
+    def age(self, key: Partition) -> float:
+        """The oldest undecided filing's age now (any thread)."""
+        lag = self.lags.get(key)
+        return lag.seconds(self.clock()) if lag is not None else 0.0
+
+    def waiting(self, topics: Iterable[str]) -> dict[str, int]:
+        """Messages waiting to be answered per topic, by the last measure."""
+        return waiting_by_topic(list(self.lags.values()), topics)

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
+OPERATOR = DEPLOY / "k8s-operator"
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "greenlane.json"
 GREENLANE_SERVICES = ("topics", "worker", "simulate")
@@ -158,10 +159,15 @@ def dashboard_panels() -> list[dict[str, Any]]:
     return [p for p in board["panels"] if p["type"] != "row"]
 
 
-def test_the_dashboard_is_what_its_module_writes() -> None:
-    from greenlane.streams.devtools import dashboard
+def test_the_written_deploy_files_are_current() -> None:
+    """The dashboard and the Operator's PrometheusRule are written (devtools.deploy_files)."""
+    from greenlane.streams.devtools import deploy_files
 
-    assert DASHBOARD.read_text() == dashboard.render(), "run `make dashboard`"
+    assert deploy_files.main(["--check"]) == 0, "run `make deploy-files`"
+    rule = load_yaml(OPERATOR / "prometheusrule.yaml")
+    assert rule["spec"] == load_yaml(PROMETHEUS / "alerts.yml")
+    monitor = load_yaml(OPERATOR / "podmonitor.yaml")
+    assert rule["metadata"]["labels"]["release"] == monitor["metadata"]["labels"]["release"]
 
 
 def test_dashboard_queries_only_exported_metrics_and_labels() -> None:
@@ -320,6 +326,10 @@ def test_kubernetes_scrape_job_selects_the_worker_pods_metrics_port(
     assert keep["__meta_kubernetes_pod_container_port_name"] in port_names
     namespace = load_yaml(K8S / "kustomization.yaml")["namespace"]
     assert job["kubernetes_sd_configs"][0]["namespaces"]["names"] == [namespace]
+    # finished pods keep their discovery entries: dropped, never scraped
+    [drop] = [r for r in job["relabel_configs"] if r.get("action") == "drop"]
+    assert drop["source_labels"] == ["__meta_kubernetes_pod_phase"]
+    assert set(drop["regex"].split("|")) == {"Succeeded", "Failed"}
 
 
 # --- Docker image ---------------------------------------------------------------------------
@@ -339,8 +349,15 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
 def test_dockerfile_builds_the_console_script_image(settings: Settings) -> None:
     steps = dockerfile_instructions()
     arg = {kind: value for kind, value in steps}
+    env = {word for kind, value in steps if kind == "ENV" for word in value.split()}
     assert arg["FROM"] == "python:3.11-slim"
-    assert "GREENLANE_METRICS_HOST=0.0.0.0" in arg["ENV"].split()
+    assert "GREENLANE_METRICS_HOST=0.0.0.0" in env
+    # the model registry and history live on the volume compose and Kubernetes mount
+    assert {
+        "GREENLANE_MODEL_REGISTRY=/var/lib/greenlane/models",
+        "GREENLANE_HISTORY=/var/lib/greenlane/history",
+    } <= env
+    assert arg["VOLUME"] == "/var/lib/greenlane"
     assert int(arg["EXPOSE"]) == settings.worker.metrics_port
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert json.loads(arg["ENTRYPOINT"]) == ["greenlane"] and "greenlane" in scripts
@@ -485,6 +502,68 @@ def test_k8s_worker_deployment(
         assert container["image"] in images
         refs = {e["configMapRef"]["name"] for e in container["envFrom"]}
         assert refs and refs <= generated
+    live = worker["livenessProbe"]["httpGet"]
+    assert live["path"] == "/live" and ports[live["port"]] == settings.worker.metrics_port
+
+
+def test_k8s_models_and_history_outlive_the_pods(k8s_objects: list[dict[str, Any]]) -> None:
+    """The image's GREENLANE_MODEL_REGISTRY and GREENLANE_HISTORY sit on a shared claim."""
+    pod = find(k8s_objects, "Deployment", "greenlane-worker")["spec"]["template"]["spec"]
+    (worker,) = pod["containers"]
+    [mount] = [m for m in worker["volumeMounts"] if m["mountPath"] == "/var/lib/greenlane"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    claim = find(k8s_objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # every worker, on any node
+
+
+def test_k8s_worker_disruptions_take_one_worker_at_a_time(
+    k8s_objects: list[dict[str, Any]],
+) -> None:
+    deployment = find(k8s_objects, "Deployment", "greenlane-worker")
+    budget = find(k8s_objects, "PodDisruptionBudget", "greenlane-worker")
+    assert budget["spec"]["maxUnavailable"] == 1
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_kafka_keeps_its_log_dir_inside_its_volume(
+    k8s_objects: list[dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    """Never the volume's root: an ext4 volume's lost+found there makes Kafka exit."""
+    kafka = find(k8s_objects, "StatefulSet", "kafka")["spec"]["template"]["spec"]
+    (container,) = kafka["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = [m["mountPath"].rstrip("/") for m in container["volumeMounts"]]
+    log_dir = env["KAFKA_LOG_DIRS"].rstrip("/")
+    assert any(log_dir.startswith(m + "/") for m in mounts), (log_dir, mounts)
+    service = compose["services"]["kafka"]
+    targets = [v.split(":")[1].rstrip("/") for v in service["volumes"]]
+    compose_dir = service["environment"]["KAFKA_LOG_DIRS"].rstrip("/")
+    assert any(compose_dir.startswith(t + "/") for t in targets)
+
+
+def test_compose_keeps_models_and_history_on_a_volume(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    [volume] = [v for v in worker["volumes"] if v.split(":")[1] == "/var/lib/greenlane"]
+    assert volume.split(":")[0] in compose["volumes"]
+
+
+def test_the_operator_overlay_scrapes_the_job_the_alerts_watch() -> None:
+    overlay = load_yaml(OPERATOR / "kustomization.yaml")
+    assert "../k8s" in overlay["resources"]
+    monitor = load_yaml(OPERATOR / "podmonitor.yaml")
+    base = load_yaml_all(K8S / "worker.yaml")
+    deployment = next(d for d in base if d["kind"] == "Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    # job = the value of the pods' label named by jobLabel: the job alerts.yml selects
+    assert labels[monitor["spec"]["jobLabel"]] == WORKER_JOB
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert endpoint["port"] in ports
+    drop = [r for r in endpoint["relabelings"] if r["action"] == "drop"]
+    assert drop and drop[0]["sourceLabels"] == ["__meta_kubernetes_pod_phase"]
+    assert set(drop[0]["regex"].split("|")) == {"Succeeded", "Failed"}
 
 
 def test_k8s_endpoints_name_the_bundled_services(
@@ -521,6 +600,19 @@ def test_k8s_and_compose_run_the_same_infra_images(
     registry = find(k8s_objects, "Deployment", "registry")["spec"]["template"]["spec"]
     assert kafka["image"] == compose["services"]["kafka"]["image"]
     assert registry["containers"][0]["image"] == compose["services"]["registry"]["image"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")
+def test_the_operator_overlay_renders_with_the_base() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(OPERATOR)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(out) if d}
+    assert {"PodMonitor", "PrometheusRule", "Deployment", "PodDisruptionBudget"} <= kinds
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (kustomize) not installed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from greenlane.streams.runtime.lag import ArrivalClock, measure, waiting_by_topic
+from greenlane.streams.runtime.lag import ArrivalClock, LagMonitor, measure, waiting_by_topic
 
 
 def test_arrival_is_interpolated_between_watermark_samples() -> None:
@@ -62,3 +62,55 @@ def test_nothing_waiting_is_no_age_and_a_gone_partition_is_forgotten() -> None:
 def test_a_partition_never_committed_nor_answered_reports_nothing_yet() -> None:
     [lag] = measure(10.0, {("filings", 3): 500}, {("filings", 3): None}, {}, {})
     assert (lag.messages, lag.waiting, lag.seconds(99.0)) == (0, 0, 0.0)
+
+
+class Broker:
+    """What Watermarks.read answers (the broker's watermarks and the group's offsets)."""
+
+    def __init__(self) -> None:
+        self.highs: dict = {}
+        self.committed: dict = {}
+        self.away = False
+
+    async def read(self, partitions):
+        if self.away:
+            raise OSError("broker away")
+        return {tp: self.highs[tp] for tp in partitions}, {
+            tp: self.committed.get(tp) for tp in partitions
+        }
+
+
+def test_the_monitor_exports_by_partition_ages_while_the_broker_is_away_and_drops_revoked():
+    import asyncio
+
+    from greenlane.streams.runtime import metrics
+
+    broker, now = Broker(), [100.0]
+    monitor = LagMonitor(broker, clock=lambda: now[0])
+    a, b = ("mon-filings", 0), ("mon-filings", 1)
+    broker.highs, broker.committed = {a: 10, b: 5}, {a: 10, b: 5}
+    asyncio.run(monitor.sample({a, b}, {}))
+    now[0], broker.highs = 104.0, {a: 30, b: 5}
+    asyncio.run(monitor.sample({a, b}, {a: 10}))
+    assert monitor.waiting(["mon-filings"]) == {"mon-filings": 20}
+
+    def age() -> float:  # as a scrape reads it
+        [family] = metrics.CONSUMER_LAG_SECONDS.collect()
+        return next(
+            x.value for x in family.samples if x.labels == {"topic": a[0], "partition": "0"}
+        )
+
+    now[0] = 110.0
+    assert age() == pytest.approx(110.0 - (100.0 + 4.0 / 20))  # read when scraped
+    broker.away = True
+    now[0] = 120.0
+    asyncio.run(monitor.sample({a, b}, {a: 10}))  # the last watermarks stand; the age grows
+    assert age() == pytest.approx(120.0 - 100.2)
+    broker.away = False
+    asyncio.run(monitor.sample({a}, {a: 10}))  # b revoked
+    names = {
+        s.labels["partition"]
+        for s in metrics.CONSUMER_LAG.collect()[0].samples
+        if s.labels["topic"] == "mon-filings"
+    }
+    assert names == {"0"}
