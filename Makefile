@@ -54,7 +54,7 @@ $(PROMTOOL):
 	dpkg-deb -x $$(ls $(PROMETHEUS_HOME)/deb/prometheus_*.deb | tail -1) $(PROMETHEUS_HOME)
 	@test -x $(PROMTOOL) && test -x $(PROMETHEUS_SERVER)
 
-# The Prometheus Operator's CRDs, for the strict schema check of deploy/k8s/operator.
+# The Prometheus Operator's CRDs, for the strict schema check of deploy/k8s-operator.
 PROMETHEUS_OPERATOR_VERSION := v0.85.0
 CRDS := $(HOME)/.cache/greenlane/crds/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
 export GREENLANE_CRDS := $(CRDS)

@@ -200,6 +200,10 @@ class StreamScorer:
         self._next_check = now + self.settings.check_seconds
         try:
             current = self.registry.current()
+            if current is not None and current == self.version and self.refused:
+                self.refused = None  # rolled back to the model in force: nothing refused now
+                self.on_reload(current, None)
+                return False
             if current is None or current in (self.version, self.refused):
                 return False
         except (RegistryError, OSError, ValueError) as exc:

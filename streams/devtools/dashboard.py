@@ -88,7 +88,8 @@ ROWS = [
                 "Consumer lag: filings not yet committed, by topic and partition",
                 [
                     Q(
-                        f"sum by (topic, partition) ({m('greenlane_consumer_lag')})",
+                        # max: during a handover two workers may report a partition
+                        f"max by (topic, partition) ({m('greenlane_consumer_lag')})",
                         "{{topic}} [{{partition}}]",
                     )
                 ],
@@ -129,9 +130,9 @@ ROWS = [
                 "Progress heartbeat: seconds since each agent last finished a batch",
                 [
                     Q(
-                        "time() - max by (agent) "
+                        "time() - max by (instance, agent) "
                         f"({m('greenlane_agent_last_progress_timestamp_seconds')})",
-                        "{{agent}}",
+                        "{{instance}} {{agent}}",
                     ),
                     Q(f"max({m('greenlane_stall_bound_seconds')})", "stall bound"),
                 ],

@@ -35,8 +35,8 @@ import faust
 from greenlane.models.feedback import LabelledHistory, join_outcomes
 from greenlane.models.stream import StreamScorer
 from greenlane.streams.core.entities import FINDING, OBSERVATION, PatternStage
-from greenlane.streams.core.outcomes import dead_letter_record, run_isolated
-from greenlane.streams.core.pipeline import Assessor, freeze_start_up
+from greenlane.streams.core.outcomes import ASSESSMENT_FAILED, dead_letter_record, run_isolated
+from greenlane.streams.core.pipeline import UNUSABLE_RECORD, Assessor, freeze_start_up
 from greenlane.streams.core.retention import forget_stale
 from greenlane.streams.domain.batch import BatchOutcome, InboundMessage, ServiceUnavailable
 from greenlane.streams.domain.state import Overlay
@@ -50,8 +50,14 @@ from greenlane.streams.runtime.health import (
     forget_positions,
 )
 from greenlane.streams.runtime.lag import LagMonitor, Watermarks
-from greenlane.streams.runtime.publisher import Publisher
-from greenlane.streams.runtime.serde import WireDecoder, load_schema
+from greenlane.streams.runtime.publisher import OUTPUT_UNPUBLISHABLE, Publisher
+from greenlane.streams.runtime.serde import (
+    UNDECODABLE,
+    UNKNOWN_SCHEMA_ID,
+    WRONG_SCHEMA,
+    WireDecoder,
+    load_schema,
+)
 from greenlane.streams.runtime.state import (
     TableState,
     by_filing_partition,
@@ -493,6 +499,7 @@ def create_app(s: Settings | None = None) -> faust.App:
 
     health = Health(s.worker.stall_seconds)
     started_up = asyncio.Event()  # the worker was ready once (its start-up heap frozen)
+    assigned = threading.Event()  # the group has assigned partitions (none, perhaps) once
     agent_topics: set[str] = set()  # filled as the agents are declared
     rereads = offsets.Rereads(HOLE_RESEEK_SECONDS)
 
@@ -531,12 +538,16 @@ def create_app(s: Settings | None = None) -> faust.App:
             await crash(RuntimeError(f"producer: {publisher.fatal}"))
             return
         waiting = lag.waiting(agent_topics)
-        ready, _ = worker_ready(app)
+        ready, _ = worker_ready(app, assigned.is_set())
         if ready and not started_up.is_set():
             started_up.set()
             freeze_start_up()
         health.beat(waiting, publisher.waiting_for_broker(), app.should_stop, recovering=not ready)
         await mend_holes(ready and not app.should_stop)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned_now: Any, **_: Any) -> None:
+        assigned.set()  # the group has answered: from now on no partition means a spare
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **_: Any) -> None:
@@ -549,7 +560,7 @@ def create_app(s: Settings | None = None) -> faust.App:
         metrics.serve(
             s.worker.metrics_host,
             s.worker.metrics_port,
-            lambda: worker_ready(app),
+            lambda: worker_ready(app, assigned.is_set()),
             health.live,
         )
         log.info(
@@ -782,5 +793,15 @@ def create_app(s: Settings | None = None) -> faust.App:
         sorted(agent_topics),
         statuses,
         sorted(load_agencies(s.worker.targeting_path)),
+        (
+            UNDECODABLE,
+            UNKNOWN_SCHEMA_ID,
+            WRONG_SCHEMA,
+            OVERSIZED,
+            OUT_OF_BOUNDS,
+            UNUSABLE_RECORD,
+            ASSESSMENT_FAILED,
+            OUTPUT_UNPUBLISHABLE,
+        ),
     )
     return app

@@ -6,11 +6,11 @@ how long the oldest undecided one has waited.
   watermark: it freezes while the stream framework holds fetching back, which is exactly when
   a backlog builds.
 - Time: the oldest undecided filing is the one at the next offset to answer (after the last
-  one answered on this worker, else the committed offset). It reached the broker between the
-  last watermark sample at or below its offset and the first above it, so its age is read off
-  the samples (interpolated), as kafka-lag-exporter does: nothing is fetched for it. A filing
-  older than the worker's first sample is taken to be that old: a lower bound, so a lag alert
-  can fire late, never falsely.
+  one answered on this worker, else the committed offset). It reached the broker after the
+  last watermark sample at or below its offset and before the first above it, so its age is
+  read off the samples (interpolated, off by at most one sampling interval), as
+  kafka-lag-exporter does: nothing is fetched for it. A filing older than the worker's first
+  sample is taken to be that old (a lower bound).
 
 ``ArrivalClock`` and ``measure`` are pure; ``Watermarks`` is the broker reader and
 ``LagMonitor`` the worker's part: it measures every few seconds and keeps the gauges.
@@ -40,28 +40,40 @@ SAMPLES_KEPT = 720  # per partition; thinned to every other one when full
 
 
 class ArrivalClock:
-    """When a partition's messages reached the broker, from its watermark sampled over time."""
+    """When a partition's messages reached the broker, from its watermark sampled over time.
+
+    One sample per watermark: when it was first seen (``times``) and last seen unchanged
+    (``until``). A message at an offset between two watermarks arrived after the earlier one
+    was last seen and before the later one was first seen; it is placed in between by its
+    offset, so an estimate is off by at most the time between two samples.
+    """
 
     def __init__(self, keep: int = SAMPLES_KEPT) -> None:
         self.keep = keep
         self.times: list[float] = []
+        self.until: list[float] = []
         self.highs: list[int] = []
 
     def observe(self, now: float, high: int) -> None:
-        """A high watermark read at ``now`` (kept only when it moved)."""
+        """A high watermark read at ``now``."""
         if self.highs and high < self.highs[-1]:  # the partition was truncated or recreated
             self.times.clear()
+            self.until.clear()
             self.highs.clear()
         if self.highs and high == self.highs[-1]:
+            self.until[-1] = now
             return
         self.times.append(now)
+        self.until.append(now)
         self.highs.append(high)
         if len(self.highs) > self.keep:  # halve the resolution, keep the first and last
-            last = (self.times[-1], self.highs[-1])
-            self.times, self.highs = self.times[::2], self.highs[::2]
-            if self.highs[-1] != last[1]:
+            last = (self.times[-1], self.until[-1], self.highs[-1])
+            self.times, self.until = self.times[::2], self.until[::2]
+            self.highs = self.highs[::2]
+            if self.highs[-1] != last[2]:
                 self.times.append(last[0])
-                self.highs.append(last[1])
+                self.until.append(last[1])
+                self.highs.append(last[2])
 
     def arrived(self, offset: int) -> float | None:
         """By when the message at ``offset`` had reached the broker; None: not yet seen."""
@@ -70,7 +82,7 @@ class ArrivalClock:
             return None
         if i == 0:
             return self.times[0]  # before the first sample: at least this old
-        t0, h0, t1, h1 = self.times[i - 1], self.highs[i - 1], self.times[i], self.highs[i]
+        t0, h0, t1, h1 = self.until[i - 1], self.highs[i - 1], self.times[i], self.highs[i]
         return t0 + (t1 - t0) * (offset - h0 + 1) / (h1 - h0)
 
 
@@ -154,21 +166,30 @@ class Watermarks:
         if self._reading is not None and not self._reading.done():
             raise TimeoutError("the last lag read still waits for the broker")
         self._reading = asyncio.get_running_loop().run_in_executor(self._thread, self._read, tps)
-        return await asyncio.wait_for(asyncio.shield(self._reading), 2 * self.timeout + 1)
+        return await asyncio.wait_for(asyncio.shield(self._reading), self.timeout + 1)
 
     def _read(
         self, tps: list[Partition]
     ) -> tuple[dict[Partition, int], dict[Partition, int | None]]:
+        """On the lag thread: every call within one ``timeout`` in all."""
+        deadline = time.monotonic() + self.timeout
+
+        def left() -> float:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"lag not read within {self.timeout:g} s")
+            return remaining
+
         if self.consumer is None:
             self.consumer = self.connect()
         asked = [TopicPartition(t, p) for t, p in tps]
         committed: dict[Partition, int | None] = {
             (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else None
-            for tp in self.consumer.committed(asked, timeout=self.timeout)
+            for tp in self.consumer.committed(asked, timeout=left())
         }
         highs = {
             (tp.topic, tp.partition): self.consumer.get_watermark_offsets(
-                tp, timeout=self.timeout, cached=False
+                tp, timeout=left(), cached=False
             )[1]
             for tp in asked
         }
@@ -186,16 +207,18 @@ class LagMonitor:
         self.clock = clock
         self.clocks: dict[Partition, ArrivalClock] = {}
         self.lags: dict[Partition, PartitionLag] = {}  # the last measure
+        self.committed: dict[Partition, int | None] = {}  # the last read of the group's offsets
 
     async def sample(self, mine: set[Partition], answered: Mapping[Partition, int]) -> None:
         """Measure ``mine`` (the agent partitions assigned here); ``answered``: the next offset
         to answer where known. With the broker away the last watermarks stand and ages grow."""
         try:
             highs, committed = await self.watermarks.read(mine)
+            self.committed = dict(committed)
         except Exception as exc:
             log.debug("lag not read: %s", exc)
             highs = {tp: c.highs[-1] for tp, c in self.clocks.items() if tp in mine and c.highs}
-            committed = {}
+            committed = {tp: o for tp, o in self.committed.items() if tp in highs}
         measured = measure(self.clock(), highs, committed, answered, self.clocks)
         for lag in measured:
             key = (lag.topic, lag.partition)

@@ -260,6 +260,7 @@ def initialise_known_labels(
     topics: Sequence[str],
     statuses: Sequence[str],
     agencies: Sequence[str] = (),
+    error_codes: Sequence[str] = (),
 ) -> None:
     """Every counter series whose label values are known in advance, at zero from the start:
     a series that only appears with its first event hides that event from ``increase()`` and
@@ -280,6 +281,8 @@ def initialise_known_labels(
         CARRIER_RESPONSES.labels(status)
     for agency in agencies:
         REFERRALS.labels(agency)
+    for code in error_codes:
+        DEAD_LETTERS.labels(code)
     for result in ("joined", "dead_lettered"):
         OUTCOMES.labels(result)
     for result in ("promoted", "kept", "failed"):

@@ -304,8 +304,11 @@ class TableState:
         return len(data), sampled * len(data) // len(sample)
 
 
-def worker_ready(app: Any) -> tuple[bool, str]:
-    """Ready: partitions assigned, every table recovered, not rebalancing, not crashed.
+def worker_ready(app: Any, assigned: bool = False) -> tuple[bool, str]:
+    """Ready: not crashed, not rebalancing, its tables recovered, and either partitions of its
+    own or, once the group has answered (``assigned``: partitions were assigned at least once,
+    none perhaps), none to have: a worker beyond the partition count is a ready spare, or a
+    rolling update that adds one would wait for it forever.
 
     Called from the metrics server's thread: it only reads flags and sets.
     """
@@ -314,10 +317,13 @@ def worker_ready(app: Any) -> tuple[bool, str]:
             return False, "crashed"
         if app.rebalancing:
             return False, "rebalancing"
-        if not app.assignor.assigned_actives():
+        actives = app.assignor.assigned_actives()
+        if not actives and not assigned:
             return False, "no partitions assigned yet"
         if app.in_recovery or not app.tables.recovery.completed.is_set():
             return False, "recovering tables"
     except Exception as exc:  # a worker still starting up may lack some of these
         return False, f"starting ({type(exc).__name__})"
+    if not actives:
+        return True, "ready, idle: the group gave it no partition (more workers than partitions)"
     return True, "ready"

@@ -130,6 +130,9 @@ def test_a_model_that_does_not_load_is_refused_once_and_the_one_in_force_kept(
         assert [v for v, e in told if e is not None] == [damaged]  # refused once, not each check
     finally:
         registry.promote(first)
+    time.sleep(0.01)
+    assert not scorer.refresh() and scorer.refused is None  # rolled back: nothing refused now
+    assert told[-1] == (first, None)
 
 
 def test_without_a_model_the_stream_runs_on_rules_only(tmp_path):

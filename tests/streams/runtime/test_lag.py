@@ -11,13 +11,22 @@ from greenlane.streams.runtime.lag import ArrivalClock, LagMonitor, measure, wai
 def test_arrival_is_interpolated_between_watermark_samples() -> None:
     clock = ArrivalClock()
     clock.observe(100.0, 10)
-    clock.observe(101.0, 10)  # unchanged: not kept
-    clock.observe(110.0, 20)
-    assert clock.times == [100.0, 110.0]
+    clock.observe(101.0, 10)  # unchanged: offset 10 was not there yet at 101 s
+    clock.observe(111.0, 20)
+    assert clock.times == [100.0, 111.0] and clock.until == [101.0, 111.0]
     assert clock.arrived(9) == 100.0  # before the first sample: at least that old
-    assert clock.arrived(10) == pytest.approx(101.0)  # the first of ten arriving over 10 s
-    assert clock.arrived(19) == pytest.approx(110.0)
+    assert clock.arrived(10) == pytest.approx(102.0)  # the first of ten arriving over 10 s
+    assert clock.arrived(19) == pytest.approx(111.0)
     assert clock.arrived(20) is None  # not on the broker yet
+
+
+def test_a_quiet_spell_does_not_age_what_arrives_after_it() -> None:
+    clock = ArrivalClock()
+    clock.observe(0.0, 100)
+    for t in range(2, 3600, 2):  # an hour without filings
+        clock.observe(float(t), 100)
+    clock.observe(3602.0, 110)
+    assert 3598.0 <= clock.arrived(100) <= 3602.0
 
 
 def test_a_full_clock_thins_out_but_keeps_its_first_and_last_samples() -> None:
@@ -104,8 +113,9 @@ def test_the_monitor_exports_by_partition_ages_while_the_broker_is_away_and_drop
     assert age() == pytest.approx(110.0 - (100.0 + 4.0 / 20))  # read when scraped
     broker.away = True
     now[0] = 120.0
-    asyncio.run(monitor.sample({a, b}, {a: 10}))  # the last watermarks stand; the age grows
-    assert age() == pytest.approx(120.0 - 100.2)
+    asyncio.run(monitor.sample({a, b}, {}))  # the last watermarks and offsets stand
+    assert age() == pytest.approx(120.0 - 100.2)  # and the age grows
+    assert monitor.waiting(["mon-filings"]) == {"mon-filings": 20}
     broker.away = False
     asyncio.run(monitor.sample({a}, {a: 10}))  # b revoked
     names = {

@@ -38,8 +38,15 @@ def test_counters_with_known_labels_exist_at_zero_and_keep_their_counts():
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") is None
     m.SETTINGS_RELOADS.labels("zz-set", "loaded").inc(3)
     m.initialise_known_labels(
-        ["ZZ_STAGE"], ["ZZ_ROUTE"], ["zz-set"], ["zz-topic"], ["ZZ_STATUS"], ["zz_agency"]
+        ["ZZ_STAGE"],
+        ["ZZ_ROUTE"],
+        ["zz-set"],
+        ["zz-topic"],
+        ["ZZ_STATUS"],
+        ["zz_agency"],
+        ["ZZ_CODE"],
     )
+    assert value("greenlane_dead_letters_total", error_code="ZZ_CODE") == 0
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="refused") == 0
     assert value("greenlane_settings_reloads_total", settings="zz-set", result="loaded") == 3
     assert value("greenlane_decisions_total", stage="ZZ_STAGE", route="ZZ_ROUTE") == 0

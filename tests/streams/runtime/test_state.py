@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import faust
 import pytest
@@ -131,6 +132,27 @@ def test_table_size_counts_the_entries(table) -> None:
 def test_a_worker_that_has_not_joined_its_group_is_not_ready() -> None:
     app = faust.App("state-test-ready", broker="kafka://127.0.0.1:1")
     assert worker_ready(app) == (False, "no partitions assigned yet")
+
+
+def flags(actives: set, rebalancing: bool = False, recovered: bool = True) -> SimpleNamespace:
+    """What worker_ready reads of a Faust app."""
+    completed = SimpleNamespace(is_set=lambda: recovered)
+    return SimpleNamespace(
+        crashed=False,
+        rebalancing=rebalancing,
+        assignor=SimpleNamespace(assigned_actives=lambda: actives),
+        in_recovery=False,
+        tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)),
+    )
+
+
+def test_a_spare_worker_the_group_gave_no_partition_is_ready_once_the_group_answered() -> None:
+    assert worker_ready(flags(set()), assigned=False) == (False, "no partitions assigned yet")
+    ok, why = worker_ready(flags(set()), assigned=True)
+    assert ok and why.startswith("ready, idle")
+    assert worker_ready(flags(set(), rebalancing=True), assigned=True) == (False, "rebalancing")
+    assert worker_ready(flags({"tp"}, recovered=False), True) == (False, "recovering tables")
+    assert worker_ready(flags({"tp"}), assigned=True) == (True, "ready")
 
 
 def test_a_sweep_reads_the_table_in_pieces(table) -> None:
