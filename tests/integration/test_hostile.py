@@ -191,11 +191,15 @@ def answered(harness: Harness, inputs: int) -> tuple[Counter, list[dict], list[d
             and r.get("revision_cause", "FILING") in ("FILING", "AMENDMENT")
         )
 
-    records = harness.read(
-        [*DECISIONS, "dead_letter", "carrier_response"],
-        lambda rs: len(first_answers(rs)) >= inputs,
-        timeout=900,
-    )
+    def complete(rs: list[dict]) -> bool:
+        """Every filing offset answered, and every dead letter's REJECTED response read too
+        (they are on different topics: one read may see a batch's dead letters first)."""
+        if len(first_answers(rs)) < inputs:
+            return False
+        dead = sum(1 for r in rs if "error_code" in r and r["source_topic"] in filing_topics)
+        return sum(1 for r in rs if r.get("status") == "REJECTED") >= dead
+
+    records = harness.read([*DECISIONS, "dead_letter", "carrier_response"], complete, timeout=900)
     responses = [r for r in records if "response_id" in r]
     dead = [r for r in records if "error_code" in r and r["source_topic"] in filing_topics]
     decided = {r["house_waybill"] for r in records if "route" in r}
