@@ -85,16 +85,21 @@ def referral_topics(settings: Settings) -> list[str]:
 
 
 def create_topics(settings: Settings, partitions: int | None = None) -> list[str]:
-    """Create every greenlane topic that does not exist yet; returns those created."""
+    """Create every greenlane topic that does not exist yet, with its retention from the
+    settings; returns those created. Existing topics keep their configuration."""
     admin = admin_client(settings)
     existing = set(admin.list_topics(timeout=30).topics)
+    topics = settings.topics
+    roles = {name: role for role, name in topics.all().items()}
+    roles.update({name: "referral" for name in referral_topics(settings)})
     wanted = [
         NewTopic(
             name,
-            num_partitions=partitions or settings.topics.partitions,
-            replication_factor=settings.topics.replication_factor,
+            num_partitions=partitions or topics.partitions,
+            replication_factor=topics.replication_factor,
+            config=topics.config(role),  # [topics.retention_days]
         )
-        for name in [*settings.topics.all().values(), *referral_topics(settings)]
+        for name, role in roles.items()
         if name not in existing
     ]
     if not wanted:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -38,6 +38,8 @@ class Topics:
     pattern_observation: str
     pattern_finding: str
     referral_prefix: str
+    # (role, or "referral" for every agency's topic; days the broker keeps its records)
+    retention_days: tuple[tuple[str, float], ...] = ()
 
     def name(self, role: str) -> str:
         """Full topic name (with prefix) of a role such as ``pre_arrival``."""
@@ -52,6 +54,12 @@ class Topics:
     def all(self) -> dict[str, str]:
         """Role -> full topic name, for every topic greenlane owns."""
         return {role: self.name(role) for role in TOPIC_SCHEMAS}
+
+    def config(self, role: str) -> dict[str, str]:
+        """The topic configuration greenlane creates a role's topic with ("referral": an
+        agency's topic)."""
+        days = dict(self.retention_days).get(role)
+        return {"retention.ms": str(round(days * 86_400_000))} if days is not None else {}
 
 
 # Which Avro schema (file in schemas/) each topic's values carry.
@@ -232,6 +240,22 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         raise ConfigError(f"{where}: missing section or key {exc}") from exc
     if not isinstance(registry_timeout, int | float) or not 0 < registry_timeout <= 120:
         raise ConfigError(f"{where}: [registry] timeout_seconds must be a number in (0, 120]")
+    if not isinstance(topics.retention_days, dict):
+        raise ConfigError(f"{where}: [topics.retention_days] must be a table of role = days")
+    for role, days in topics.retention_days.items():
+        if role not in TOPIC_SCHEMAS and role != "referral":
+            raise ConfigError(
+                f"{where}: [topics.retention_days] {role}: not a topic role; known: "
+                f"{sorted([*TOPIC_SCHEMAS, 'referral'])}"
+            )
+        if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+            raise ConfigError(
+                f"{where}: [topics.retention_days] {role}: expected a number of days > 0, "
+                f"got {days!r}"
+            )
+    topics = replace(
+        topics, retention_days=tuple((r, float(d)) for r, d in topics.retention_days.items())
+    )
     if topics.partitions < 1 or topics.replication_factor < 1:
         raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
     if worker.session_timeout_seconds < 6:  # Faust heartbeats every 3 s

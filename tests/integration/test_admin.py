@@ -26,3 +26,28 @@ def test_a_finished_run_leaves_no_topics_or_group_behind(tmp_path_factory):
     assert not [t for t in client.list_topics(timeout=30).topics if t.startswith(s.topics.prefix)]
     groups = client.list_consumer_groups(request_timeout=30).result().valid
     assert s.worker.app_id not in {g.group_id for g in groups}
+
+
+def test_topics_are_created_with_the_retention_of_their_role(tmp_path_factory):
+    """[topics.retention_days], applied by `greenlane topics create` (admin.prepare)."""
+    from confluent_kafka.admin import ConfigResource
+
+    with open_harness(tmp_path_factory, start=False) as h:
+        s = h.settings
+        client = admin.admin_client(s)
+        wanted = {
+            role: s.topics.config(role)["retention.ms"]
+            for role in ("pre_arrival", "dead_letter", "carrier_response")
+        }
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.topics.name(r)) for r in wanted]
+        found = {
+            resource.name: config["retention.ms"].value
+            for resource, future in client.describe_configs(resources).items()
+            for config in [future.result(30)]
+        }
+        assert found == {s.topics.name(r): ms for r, ms in wanted.items()}
+        assert wanted["carrier_response"] == str(7 * 86_400_000)
+        for topic in admin.referral_topics(s):
+            resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+            config = client.describe_configs([resource])[resource].result(30)
+            assert config["retention.ms"].value == s.topics.config("referral")["retention.ms"]
