@@ -24,9 +24,9 @@ def m(name: str, extra: str = "") -> str:
     return f'{name}{{job=~"$job", instance=~"$instance"{more}}}'
 
 
-def rate(name: str, by: str = "", extra: str = "", window: str = RATE) -> str:
+def rate(name: str, by: str = "", extra: str = "") -> str:
     grouping = f"sum by ({by}) " if by else "sum "
-    return f"{grouping}(rate({m(name, extra)}[{window}]))"
+    return f"{grouping}(rate({m(name, extra)}[{RATE}]))"
 
 
 def quantiles(histogram: str, by: str, qs: tuple[float, ...] = (0.5, 0.95, 0.99)) -> list[Q]:
@@ -53,12 +53,13 @@ class Panel:
     queries: list[Q]
     unit: str
     description: str = ""
-    thresholds: tuple[tuple[str, float | None], ...] = ()  # (colour, from value)
+    # (colour, from value): drawn as lines on a time series
+    thresholds: tuple[tuple[str, float | None], ...] = ()
     kind: str = "timeseries"
     width: int = 12
     min: float | None = 0
     max: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the panel's own, e.g. a stat's
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,6 @@ ROWS = [
                 "From the filing's Kafka record timestamp to its decision confirmed by the "
                 "broker. The SLO: 99 % within 1 s (the red line).",
                 thresholds=(("green", None), ("red", 1.0)),
-                extra={"custom": {"thresholdsStyle": {"mode": "line"}}},
             ),
             Panel(
                 "Share of decisions slower than the 1 s SLO",
@@ -124,7 +124,6 @@ ROWS = [
                 "The latency SLO's error budget is 1 %: above the line the budget burns "
                 "(GreenlaneLatencyBudgetBurning* alerts).",
                 thresholds=(("green", None), ("red", 0.01)),
-                extra={"custom": {"thresholdsStyle": {"mode": "line"}}},
             ),
             Panel(
                 "Progress heartbeat: seconds since each agent last finished a batch",
@@ -197,7 +196,6 @@ ROWS = [
                 "percentunit",
                 "GreenlaneDeadLetterShareHigh fires above 2 % for 10 minutes.",
                 thresholds=(("green", None), ("red", 0.02)),
-                extra={"custom": {"thresholdsStyle": {"mode": "line"}}},
             ),
             Panel(
                 "Data-quality findings per second, by code",
@@ -260,7 +258,7 @@ ROWS = [
                 "Two versions of one kind at once: workers disagree (a reload under way, or "
                 "refused on some).",
                 kind="stat",
-                extra={"options": {"textMode": "name", "colorMode": "none"}},
+                options={"textMode": "name", "colorMode": "none"},
             ),
             Panel(
                 "Refused reloads (1: the last good one is kept), and reloads in the last hour",
@@ -295,7 +293,6 @@ ROWS = [
                 "none",
                 "GreenlaneModelDrift fires when one stays above 0.25 for 30 minutes.",
                 thresholds=(("green", None), ("orange", 0.1), ("red", 0.25)),
-                extra={"custom": {"thresholdsStyle": {"mode": "line"}}},
             ),
             Panel(
                 "Scheduled retraining runs per day (promoted / kept / failed)",
@@ -329,7 +326,6 @@ ROWS = [
                 "One worker runs on one event loop: near 1 core it is saturated; add workers "
                 "(up to the partition count).",
                 thresholds=(("green", None), ("orange", 0.8), ("red", 0.95)),
-                extra={"custom": {"thresholdsStyle": {"mode": "line"}}},
             ),
             Panel(
                 "CPU µs per decided filing, by part of the work",
@@ -433,8 +429,8 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
         defaults["min"] = panel.min
     if panel.max is not None:
         defaults["max"] = panel.max
-    if "custom" in panel.extra:
-        defaults["custom"] = panel.extra["custom"]
+    if panel.thresholds and panel.kind == "timeseries":
+        defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
     out: dict[str, Any] = {
         "id": pid,
         "type": panel.kind,
@@ -459,8 +455,8 @@ def _panel(panel: Panel, pid: int, x: int, y: int) -> dict[str, Any]:
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
         }
-    if "options" in panel.extra:
-        out["options"] = panel.extra["options"]
+    if panel.options:
+        out["options"] = panel.options
     return out
 
 

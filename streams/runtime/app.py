@@ -349,8 +349,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     }
 
     def on_reload(rules: TargetingRules | None, error: Exception | None) -> None:
-        metrics.SETTINGS_RELOADS.labels("targeting", "refused" if error else "loaded").inc()
-        metrics.RELOAD_REFUSED.labels("targeting").set(1 if error else 0)
+        metrics.record_reload("targeting", error)
         if rules is not None:
             assessor.targeting_rules = rules
             metrics.PROFILE_INFO.info({"version": rules.version})
@@ -360,8 +359,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     where = s.worker.settings_file
 
     def on_settings(name: str, loaded: Any, error: Exception | None) -> None:
-        metrics.SETTINGS_RELOADS.labels(name, "refused" if error else "loaded").inc()
-        metrics.RELOAD_REFUSED.labels(name).set(1 if error else 0)
+        metrics.record_reload(name, error)
         if loaded is not None:
             assessor.reconfigure(**{SET_ARGUMENT[name]: loaded})
             sellers.settings = assessor.pattern_settings
@@ -387,8 +385,7 @@ def create_app(s: Settings | None = None) -> faust.App:
     watchers = [rulebook, *sets.values()]
 
     def on_model(version: str, error: Exception | None) -> None:
-        metrics.MODEL_RELOADS.labels("refused" if error else "loaded").inc()
-        metrics.RELOAD_REFUSED.labels("model").set(1 if error else 0)
+        metrics.record_reload("model", error)
         if error is None:
             metrics.MODEL_INFO.info({"version": version})
 
@@ -525,10 +522,10 @@ def create_app(s: Settings | None = None) -> faust.App:
     async def sample_lag() -> None:
         """Lag of this worker's agent partitions, from the broker (runtime.lag)."""
         try:
-            assigned = app.consumer.assignment()
+            owned = app.consumer.assignment()
         except Exception:  # not started yet, or stopping
             return
-        mine = {(tp.topic, tp.partition) for tp in assigned if tp.topic in agent_topics}
+        mine = {(tp.topic, tp.partition) for tp in owned if tp.topic in agent_topics}
         await lag.sample(mine, answered_next(health.agents))
 
     @app.timer(HEALTH_BEAT_SECONDS)

@@ -247,6 +247,20 @@ MODEL_INFO = Info("greenlane_risk_model", "The risk model version in force (none
 PROFILE_INFO = Info("greenlane_targeting_profiles", "The targeting profile set in force.")
 
 
+LOADED, REFUSED = "loaded", "refused"  # the results of a reload
+
+
+def record_reload(what: str, error: Exception | None) -> None:
+    """A settings set (targeting, quality, lanes, ...) or the model (``what`` = "model")
+    loaded, or refused with ``error``: counted, and greenlane_reload_refused set to match."""
+    result = REFUSED if error is not None else LOADED
+    if what == "model":
+        MODEL_RELOADS.labels(result).inc()
+    else:
+        SETTINGS_RELOADS.labels(what, result).inc()
+    RELOAD_REFUSED.labels(what).set(1 if error is not None else 0)
+
+
 def add_cpu(spent: dict[str, float]) -> None:
     """A batch's CPU seconds by part (domain.stopwatch), added to greenlane_cpu_seconds."""
     for part, seconds in spent.items():
@@ -272,7 +286,7 @@ def initialise_known_labels(
             DECISIONS.labels(stage, route)
     for name in settings_sets:
         RELOAD_REFUSED.labels(name)
-        for result in ("loaded", "refused"):
+        for result in (LOADED, REFUSED):
             SETTINGS_RELOADS.labels(name, result)
     RELOAD_REFUSED.labels("model")
     for topic in topics:
@@ -293,7 +307,7 @@ def initialise_known_labels(
         PUBLISH_RETRIES.labels(step)
     for result in ("committed", "failed"):
         OFFSET_COMMITS.labels(result)
-    for result in ("loaded", "refused"):
+    for result in (LOADED, REFUSED):
         MODEL_RELOADS.labels(result)
 
 

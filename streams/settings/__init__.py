@@ -151,7 +151,7 @@ class Settings:
     external_kafka: bool
     external_registry: bool
     # One request to the registry may take this long (the worker waits on it between batches).
-    registry_timeout_seconds: float = 5.0
+    registry_timeout_seconds: float
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or data["kafka"]["bootstrap_servers"]
         registry = env.get("SCHEMA_REGISTRY_URL") or data["registry"]["url"]
         compatibility = data["registry"]["compatibility"]
-        registry_timeout = data["registry"].get("timeout_seconds", 5.0)
+        registry_timeout = data["registry"]["timeout_seconds"]
     except KeyError as exc:
         raise ConfigError(f"{where}: missing section or key {exc}") from exc
     if not isinstance(registry_timeout, int | float) or not 0 < registry_timeout <= 120:

@@ -62,3 +62,25 @@ def test_counters_with_known_labels_exist_at_zero_and_keep_their_counts():
         assert value("greenlane_inspection_outcomes_total", result=result) is not None
     for result in ("promoted", "kept", "failed"):
         assert value("greenlane_scheduled_retrains_total", result=result) is not None
+
+
+def test_a_refused_reload_is_counted_and_flagged_until_a_good_one_loads():
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = value("greenlane_settings_reloads_total", settings="zz-rr", result="refused")
+    metrics.record_reload("zz-rr", ValueError("lanes.yaml: default.salt: empty"))
+    assert value("greenlane_reload_refused", what="zz-rr") == 1
+    assert (
+        value("greenlane_settings_reloads_total", settings="zz-rr", result="refused") == before + 1
+    )
+    metrics.record_reload("zz-rr", None)
+    assert value("greenlane_reload_refused", what="zz-rr") == 0
+    models_before = value("greenlane_model_reloads_total", result="refused")
+    metrics.record_reload("model", OSError("damaged"))
+    assert value("greenlane_model_reloads_total", result="refused") == models_before + 1
+    assert value("greenlane_reload_refused", what="model") == 1
+    metrics.record_reload("model", None)
+    assert value("greenlane_reload_refused", what="model") == 0
