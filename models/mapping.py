@@ -32,6 +32,7 @@ import polars as pl
 
 from greenlane.models.schema import CANONICAL, DATE, LABEL, OUTCOMES, REQUIRED, REVENUE, conform
 from greenlane.streams.settings import ConfigError, read_yaml, schema_path
+from greenlane.streams.settings.secrets import pseudonymiser
 
 _TOP_KEYS = {"date", "label", "revenue", "columns", "types", "extra"}
 ISO_DATE = "%Y-%m-%d"
@@ -402,8 +403,28 @@ def apply_mapping(raw: pl.DataFrame, mapping: Mapping, data_name: str = "data") 
     )
     if "hs_code" in frame.columns:
         frame = frame.with_columns(_hs_text(pl.col("hs_code"), hs_numeric).alias("hs_code"))
+    if not canonical:
+        frame = _pseudonymised(frame)
     extras = {c: dtypes[c] for c in (*mapping.extra_categorical, *mapping.extra_numeric)}
     return conform(frame, extras).sort(DATE, maintain_order=True)
+
+
+# canonical id role -> the party role its digest is keyed under (as models.stream keys them)
+PARTY_ROLES = {"seller_id": "seller", "importer_id": "importer", "declarant_id": "declarant"}
+
+
+def _pseudonymised(frame: pl.DataFrame) -> pl.DataFrame:
+    """An administration's own party ids as the keyed digests the stream gives the same
+    registration ids, so the labelled history never holds them in clear (a table already in
+    canonical columns holds greenlane's digests and is taken as it is)."""
+    party = pseudonymiser().party
+    columns = []
+    for role, kind in PARTY_ROLES.items():
+        if role in frame.columns:
+            ids = frame.get_column(role).drop_nulls().unique().to_list()
+            digests = {i: party(kind, i) if i.strip() else None for i in ids}
+            columns.append(pl.col(role).replace_strict(digests, default=None).alias(role))
+    return frame.with_columns(columns) if columns else frame
 
 
 def load_history(data: Path | str, mapping: Path | str | Mapping | None = None) -> pl.DataFrame:

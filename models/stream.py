@@ -35,6 +35,7 @@ from greenlane.models.schema import CANONICAL, OUTCOMES, conform
 from greenlane.streams.domain.money import convert
 from greenlane.streams.domain.stopwatch import Stopwatch
 from greenlane.streams.settings import ConfigError, build_section, read_yaml
+from greenlane.streams.settings.secrets import pseudonymiser
 from greenlane.streams.stages.revenue import (
     RevenueSettings,
     load_revenue_settings,
@@ -98,7 +99,8 @@ def canonical_row(record: dict, rates: Mapping[str, float]) -> dict[str, Any]:
     """One pre-arrival declaration (a decoded Avro dict) as a canonical history row, no label.
 
     Weights, quantities and values (in the reference currency) are summed over item lines; HS
-    code and origin are those of the most valuable line, and the tax rate is that line's duty
+    code and origin are those of the most valuable line, seller and importer are keyed digests
+    (``domain.pseudonyms``), and the tax rate is that line's duty
     plus the destination's VAT (``revenue.nominal_tax_rate``, of the shipped revenue
     settings). The filing names no declarant, so ``declarant_id`` is missing. Plain Python:
     the worker builds these once per batch, for the model and for the decision summaries.
@@ -107,12 +109,17 @@ def canonical_row(record: dict, rates: Mapping[str, float]) -> dict[str, Any]:
     values = _line_values(items, rates)
     main = _main_line(items, values)
     seller, consignee = record["seller"], record["consignee"]
+    party = pseudonymiser().party
     destination = record["destination_country"]
     known = [v for v in values if v == v]  # NaN: a currency without a rate
     return {
         "date": datetime.fromtimestamp(record["filing_time"] / 1000, UTC).date(),
-        "seller_id": seller["party_id"] or f"{seller['name']}|{seller['country']}",
-        "importer_id": consignee["party_id"] or f"{consignee['name']}|{consignee['address']}",
+        # keyed digests, never the parties in clear (the summaries and the labelled history
+        # keep these); models.mapping gives an administration's own ids the same ones
+        "seller_id": party("seller", seller["party_id"], seller["name"], seller["country"]),
+        "importer_id": party(
+            "importer", consignee["party_id"], consignee["name"], consignee["address"]
+        ),
         "declarant_id": None,  # the data set names no declarant (nor does the history)
         "carrier_id": record["carrier_id"],
         "hs_code": main["hs_code"],

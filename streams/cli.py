@@ -46,6 +46,15 @@ def _cmd_infra(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_secrets(args: argparse.Namespace) -> int:
+    from greenlane.streams.settings import secrets
+
+    path = args.file or secrets.secrets_file()
+    written = secrets.init_local(path)
+    print(f"{path}: " + (f"wrote {', '.join(written)}" if written else "every secret present"))
+    return 0
+
+
 def _cmd_topics(_args: argparse.Namespace) -> int:
     from greenlane.streams.runtime import admin
 
@@ -338,6 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with down: stop only the services named in FILE (then delete it)",
     )
     p.set_defaults(func=_cmd_infra)
+
+    p = sub.add_parser(
+        "secrets",
+        help="write local secrets for a development machine",
+        description="Writes a random value for every secret the secrets file lacks "
+        "(GREENLANE_SECRETS_FILE, by default ~/.cache/greenlane/secrets.toml, mode 600) "
+        "and keeps those it has. `greenlane infra up` does it. A production deployment "
+        "sets GREENLANE_LANES_KEY and GREENLANE_PSEUDONYMISATION_KEY from its secret store "
+        "instead: a missing secret stops greenlane with the variable named.",
+    )
+    p.add_argument("action", choices=["init"])
+    p.add_argument("--file", type=Path, metavar="FILE", help="the secrets file to write")
+    p.set_defaults(func=_cmd_secrets)
 
     p = sub.add_parser(
         "topics",

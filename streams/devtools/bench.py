@@ -55,7 +55,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 def _consumer(s: Settings, group: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": s.bootstrap_servers,
+            **s.as_admin(),
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -111,7 +111,7 @@ def bare_loop(s: Settings, registered: dict[str, int], expected: int) -> dict:
     consumer.subscribe([s.topics.name(r) for r in roles])
     producer = Producer(
         {
-            "bootstrap.servers": s.bootstrap_servers,
+            **s.as_admin(),
             "linger.ms": 5,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
@@ -281,7 +281,7 @@ def _latency_phase(
     decoder = WireDecoder(
         load_schema(schema_path("carrier_response")), admin.schema_fetcher(admin.registry_client(s))
     )
-    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
+    producer = Producer({**s.as_admin(), "linger.ms": 1})
     sent_at: dict[str, float] = {}
     completed_at: dict[str, float] = {}  # split-group member -> when its group was complete
     answered: set[str] = set()

@@ -24,6 +24,9 @@ import time
 import faust
 import uvloop
 
+from greenlane.streams.runtime.admin import broker_credentials
+from greenlane.streams.settings import settings
+
 
 def main(argv: list[str]) -> None:
     bootstrap, group, expected, batch, within, *topics = argv
@@ -37,6 +40,7 @@ def main(argv: list[str]) -> None:
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=broker_credentials(settings(), settings().kafka.admin_username),
         web_enabled=False,
         datadir=tempfile.mkdtemp(prefix="faust-ceiling-"),
         consumer_auto_offset_reset="earliest",

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from greenlane.streams.settings import Settings
+from greenlane.streams.settings import Settings, secrets
 
 # A development tool: it runs from a checkout, whose deploy/local holds the POMs and configs.
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy" / "local"
@@ -708,6 +708,9 @@ def up(settings: Settings, record: Path | None = None, progress: Progress = prin
     """
     layout = Layout.of(settings)
     services = _services(settings)
+    written = secrets.init_local()  # a development machine's own, never committed
+    if written:
+        progress(f"secrets: wrote {', '.join(written)} to {secrets.secrets_file()}")
     if record is not None:
         append_record(record, [])
     with _locked(layout):

@@ -195,9 +195,7 @@ class OutcomeDesk:
 
         self.topic = settings.topics.name("inspection_outcome")
         self.encoder = WireEncoder(load_schema(schema_path("inspection_outcome")), schema_id)
-        self.producer = Producer(
-            {"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True}
-        )
+        self.producer = Producer({**settings.as_admin(), "enable.idempotence": True})
         self.failed = 0
 
     def _delivered(self, error: Any, _message: Any) -> None:

@@ -235,7 +235,7 @@ class DecisionTap:
 
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.bootstrap_servers,
+                **settings.as_admin(),
                 "group.id": "greenlane-scorecard",  # never committed: assign(), not subscribe()
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,

@@ -1672,7 +1672,7 @@ class CarrierSimulator:
         self.settings = settings
         self.topics = {role: settings.topics.name(role) for role in ROLES}
         config = {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.as_admin(),
             "linger.ms": 10,
             "compression.type": "lz4",
             "acks": "all",

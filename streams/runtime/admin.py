@@ -6,8 +6,10 @@ Both steps are idempotent so `make run` can call them on every start.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -36,8 +38,27 @@ def registry_client(settings: Settings, retries: int | None = None) -> SchemaReg
     return SchemaRegistryClient(conf)
 
 
+def broker_credentials(settings: Settings, principal: str | None = None) -> Any:
+    """What a Faust app authenticates with (``faust.App(broker_credentials=...)``): the same
+    principal, password and CA as ``settings.kafka_config(principal)``; None on PLAINTEXT."""
+    import faust
+
+    conf = settings.kafka_config(principal)
+    context = None
+    if settings.kafka.tls:
+        context = ssl.create_default_context(cafile=conf.get("ssl.ca.location"))
+    if settings.kafka.sasl:
+        return faust.SASLCredentials(
+            username=conf["sasl.username"],
+            password=conf["sasl.password"],
+            mechanism=settings.kafka.sasl_mechanism,
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    return AdminClient(settings.as_admin())
 
 
 def lag_consumer(settings: Settings) -> Consumer:
@@ -45,7 +66,7 @@ def lag_consumer(settings: Settings) -> Consumer:
     the group's committed offsets and the watermarks for the worker's lag (runtime.lag)."""
     return Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.kafka_config(),
             "group.id": settings.worker.app_id,
             "client.id": f"{settings.worker.app_id}-lag",
             "enable.auto.commit": False,

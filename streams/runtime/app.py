@@ -62,6 +62,7 @@ from greenlane.streams.runtime.state import (
     TableState,
     by_filing_partition,
     by_key_partition,
+    sealed_table,
     worker_ready,
 )
 from greenlane.streams.settings import Settings, schema_path, settings
@@ -297,12 +298,14 @@ def create_app(s: Settings | None = None) -> faust.App:
     app = faust.App(
         s.worker.app_id,
         broker=f"kafka://{s.bootstrap_servers}",
+        broker_credentials=admin.broker_credentials(s),
         store=s.worker.table_store,
         datadir=str(datadir),
         web_enabled=False,
         topic_partitions=s.topics.partitions,
         topic_replication_factor=s.topics.replication_factor,
-        # JSON for the tables' changelogs; the filing topics below are read as raw bytes.
+        # JSON keys for the tables' changelogs, sealed JSON values (runtime.state); the
+        # filing topics below are read as raw bytes.
         key_serializer="json",
         value_serializer="json",
         consumer_auto_offset_reset="earliest",
@@ -320,7 +323,9 @@ def create_app(s: Settings | None = None) -> faust.App:
     }
 
     def table(name: str) -> faust.Table:
-        return app.Table(name, default=None, partitions=s.topics.partitions, options=rocksdb)
+        return sealed_table(
+            app, name, default=None, partitions=s.topics.partitions, options=rocksdb
+        )
 
     links = TableState(table(LINK_TABLE), by_filing_partition, movable=True)
     # pattern entries carry the partition whose traffic they count in their key (key@p): the

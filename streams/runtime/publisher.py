@@ -151,7 +151,7 @@ class Publisher:
         self.fatal: str | None = None  # the producer's fatal error, once it has had one
         self.producer = producer or Producer(
             {
-                "bootstrap.servers": s.bootstrap_servers,
+                **s.kafka_config(),
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "enable.idempotence": True,

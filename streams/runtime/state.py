@@ -16,15 +16,20 @@ tests/streams/runtime/test_state.py pins it against a real worker's tables.
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from functools import cache
 from itertools import islice
 from typing import Any, Protocol
 
 import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from faust.serializers import codecs
 from faust.types import TP
 
 from greenlane.streams.domain.state import Overlay
+from greenlane.streams.settings.secrets import pseudonymiser
 
 SIZE_SAMPLE = 200
 
@@ -77,24 +82,74 @@ def _encode_key(key: Any) -> bytes:
     return json.dumps(key, separators=(",", ":")).encode()
 
 
+# A sealed value: this mark, a 12-byte nonce, then the AES-GCM ciphertext and its tag. JSON
+# never starts with 0xA5, so values written before the seal (clear JSON) are still read.
+SEAL_MARK = b"\xa5GL1"
+_NONCE_BYTES = 12
+
+
+@cache
+def _aead() -> AESGCM:
+    """The seal on table values, keyed from the deployment's pseudonymisation key: the
+    changelog topics and the files on disk hold link entries (the filing, names included, for
+    a re-assessment) and replay logs (decisions with watchlist evidence) only sealed."""
+    return AESGCM(pseudonymiser().derive("table seal v1"))
+
+
 def _encode(value: Any) -> bytes:
-    """A value's bytes: orjson, two to three times faster than json on the link and
+    """A value's bytes, sealed: orjson, two to three times faster than json on the link and
     replay-log entries; what it cannot write (keys that are not strings) goes through json.
     What orjson would not read back as json does (non-finite floats, written as null;
     integers past 64 bits, read as floats) never reaches a table: the bounds refuse
     non-finite amounts on the way in (stages.bounds) and integers are Avro longs."""
     try:
-        return orjson.dumps(value)
+        clear = orjson.dumps(value)
     except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+        clear = json.dumps(value, separators=(",", ":")).encode()
+    nonce = os.urandom(_NONCE_BYTES)
+    return SEAL_MARK + nonce + _aead().encrypt(nonce, clear, None)
 
 
 def _decode(raw: bytes) -> Any:
-    """Either encoder's bytes; json reads what orjson refuses (NaN written by json.dumps)."""
+    """Either encoder's bytes, sealed or (written before the seal) not; json reads what
+    orjson refuses (NaN written by json.dumps). A seal that does not open (another key, or
+    bytes changed) raises cryptography's InvalidTag: never read as something else."""
+    if raw[: len(SEAL_MARK)] == SEAL_MARK:
+        start = len(SEAL_MARK)
+        nonce = raw[start : start + _NONCE_BYTES]
+        raw = _aead().decrypt(nonce, raw[start + _NONCE_BYTES :], None)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json.loads(raw)
+
+
+class _SealedJSON(codecs.Codec):
+    """The tables' value serializer, for what Faust itself reads from a changelog (the memory
+    store's recovery, standbys); greenlane's own writes go through ``_encode``."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return _encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return _decode(s)
+
+
+SEALED = "greenlane-sealed-json"
+codecs.register(SEALED, _SealedJSON())
+
+
+def sealed_table(app: Any, name: str, **options: Any) -> Any:
+    """``app.Table(name, **options)`` whose values are sealed in its changelog and store.
+
+    Faust takes a table's value serializer only from a ``value_type`` model, and builds the
+    changelog topic from it in the constructor; so both are set again here, before the app
+    starts (its table manager reads the topic only then). tests/streams/runtime/test_state.py
+    pins that Faust's own reads and its recovery consumer decode with it."""
+    table = app.Table(name, **options)
+    table.value_serializer = SEALED
+    table.changelog_topic = table._new_changelog_topic()
+    return table
 
 
 class _RocksView(Mapping[str, Any]):

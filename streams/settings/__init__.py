@@ -122,6 +122,29 @@ class Worker:
         return SETTINGS_DIR / name
 
 
+SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL", "SSL", "PLAINTEXT")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True)
+class Kafka:
+    """How this process reaches and authenticates to the broker (its password is a secret)."""
+
+    security_protocol: str
+    sasl_mechanism: str
+    username: str
+    admin_username: str
+    ca_file: str
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SASL_SSL", "SSL")
+
+
 @dataclass(frozen=True)
 class Local:
     home: str
@@ -152,6 +175,46 @@ class Settings:
     external_registry: bool
     # One request to the registry may take this long (the worker waits on it between batches).
     registry_timeout_seconds: float
+    kafka: Kafka
+
+    def kafka_config(self, principal: str | None = None) -> dict[str, Any]:
+        """librdkafka settings of a client: the bootstrap servers and, on a secured cluster,
+        the credentials of ``principal`` (default: ``[kafka] username``; the set-up and the
+        development tools pass ``kafka.admin_username``). Every confluent-kafka client of
+        greenlane is configured here."""
+        k = self.kafka
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": k.security_protocol,
+        }
+        if k.sasl:
+            from greenlane.streams.settings.secrets import kafka_password
+
+            user = principal or k.username
+            variable = {k.username: PASSWORD_ENV, k.admin_username: ADMIN_PASSWORD_ENV}.get(user)
+            conf |= {
+                "sasl.mechanism": k.sasl_mechanism,
+                "sasl.username": user,
+                "sasl.password": kafka_password(user, variable),
+            }
+        if k.tls and k.ca_file:
+            conf["ssl.ca.location"] = os.path.expanduser(k.ca_file)
+        return conf
+
+    def as_admin(self) -> dict[str, Any]:
+        """``kafka_config`` of the administrator (topics, ACLs, the tests' own reads)."""
+        return self.kafka_config(self.kafka.admin_username)
+
+
+PASSWORD_ENV = "GREENLANE_KAFKA_PASSWORD"  # the password of [kafka] username
+ADMIN_PASSWORD_ENV = "GREENLANE_KAFKA_ADMIN_PASSWORD"  # of [kafka] admin_username
+# [kafka] key -> the environment variable that overrides it (a deployment's own principal)
+KAFKA_ENV = {
+    "security_protocol": "GREENLANE_KAFKA_SECURITY_PROTOCOL",
+    "sasl_mechanism": "GREENLANE_KAFKA_SASL_MECHANISM",
+    "username": "GREENLANE_KAFKA_USERNAME",
+    "ca_file": "GREENLANE_KAFKA_CA_FILE",
+}
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +296,11 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         worker = build_section(Worker, worker_data, f"{where}: [worker]")
         local = build_section(Local, data["local"], f"{where}: [local]")
         bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS") or data["kafka"]["bootstrap_servers"]
+        kafka_data = {k: v for k, v in data["kafka"].items() if k != "bootstrap_servers"}
+        for key, variable in KAFKA_ENV.items():
+            if env.get(variable):
+                kafka_data[key] = env[variable]
+        kafka = build_section(Kafka, kafka_data, f"{where}: [kafka]")
         registry = env.get("SCHEMA_REGISTRY_URL") or data["registry"]["url"]
         compatibility = data["registry"]["compatibility"]
         registry_timeout = data["registry"]["timeout_seconds"]
@@ -256,6 +324,18 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
     topics = replace(
         topics, retention_days=tuple((r, float(d)) for r, d in topics.retention_days.items())
     )
+    if kafka.security_protocol not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"{where}: [kafka] security_protocol {kafka.security_protocol!r}: expected one of "
+            f"{', '.join(SECURITY_PROTOCOLS)}"
+        )
+    if kafka.sasl and kafka.sasl_mechanism not in SASL_MECHANISMS:
+        raise ConfigError(
+            f"{where}: [kafka] sasl_mechanism {kafka.sasl_mechanism!r}: expected one of "
+            f"{', '.join(SASL_MECHANISMS)}"
+        )
+    if kafka.sasl and not (kafka.username and kafka.admin_username):
+        raise ConfigError(f"{where}: [kafka] username and admin_username must not be empty")
     if topics.partitions < 1 or topics.replication_factor < 1:
         raise ConfigError(f"{where}: [topics] partitions and replication_factor must be >= 1")
     if worker.session_timeout_seconds < 6:  # Faust heartbeats every 3 s
@@ -305,6 +385,7 @@ def load_settings(extra: Path | None = None, env: dict[str, str] | None = None) 
         external_kafka=bool(env.get("KAFKA_BOOTSTRAP_SERVERS")),
         external_registry=bool(env.get("SCHEMA_REGISTRY_URL")),
         registry_timeout_seconds=float(registry_timeout),
+        kafka=kafka,
     )
 
 

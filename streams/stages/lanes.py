@@ -6,9 +6,10 @@ It changes a route in two ways, both set out in ``settings/lanes.yaml``:
 
 1. Exploration (after ASYCUDA's minimum random selection rate). Rules only learn from what gets
    inspected, so a share of consignments is picked at random, whatever their score. The pick is a
-   keyed hash of the house waybill (``salt`` is the key) compared with ``min_random_rate``: a pure
-   function of (salt, house waybill), so every worker, every replay and every batch split agrees.
-   The key must stay secret: whoever knows it can choose waybill numbers that are never picked.
+   keyed hash of the house waybill (``salt``: the secret lanes key, ``settings.secrets``, never
+   the lanes file) compared with ``min_random_rate``: a pure function of (key, house waybill), so
+   every worker, every replay and every batch split agrees. The key must stay secret: whoever
+   knows it can choose waybill numbers that are never picked.
 2. Capacity (after ASYCUDA's expected lane rate). A destination can physically inspect only so
    much; when rule-based INSPECTs would push its inspect share over ``inspect_ceiling``, the
    lowest-scoring ones become documentary checks (HOLD) and say why. Forced outcomes and
@@ -53,6 +54,7 @@ from typing import Any
 from greenlane.streams.domain.vocabulary import HOLD, INSPECT, PRE_ARRIVAL, RELEASE
 from greenlane.streams.reference import countries
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, read_yaml
+from greenlane.streams.settings.secrets import SPECS, secret
 
 L_RANDOM_SELECTION = "L_RANDOM_SELECTION"
 L_CAPACITY_DOWNGRADE = "L_CAPACITY_DOWNGRADE"
@@ -171,7 +173,6 @@ FIELD_CHECKS = {
     "window_seconds": _positive,
     "window_buckets": _whole(1),
     "warm_up_consignments": _whole(0),
-    "salt": _text,
     "critical_reasons": _critical,
 }
 OPTIONAL_FIELDS = {"critical_reasons"}
@@ -186,6 +187,11 @@ def _mapping(value: Any, where: str) -> dict:
 def _entry(spec: Any, where: str, base: DestinationLanes | None) -> DestinationLanes:
     """One destination's settings; ``base`` is None for the default, which must be complete."""
     spec = _mapping(spec, where)
+    if "salt" in spec:
+        raise ConfigError(
+            f"{where}.salt: the random-selection key is a secret, not a setting: remove it and "
+            f"set {SPECS['lanes_key'].env} (or lanes_key in the secrets file)"
+        )
     unknown = set(spec) - set(FIELD_CHECKS)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {list(FIELD_CHECKS)}")
@@ -194,7 +200,10 @@ def _entry(spec: Any, where: str, base: DestinationLanes | None) -> DestinationL
         if missing:
             raise ConfigError(f"{where}: missing key(s) {missing}")
     values = {k: FIELD_CHECKS[k](v, f"{where}.{k}") for k, v in spec.items()}
-    lanes = DestinationLanes(**values) if base is None else replace(base, **values)
+    if base is None:
+        lanes = DestinationLanes(**values, salt=secret("lanes_key"))
+    else:
+        lanes = replace(base, **values)
     if lanes.random_route == INSPECT and lanes.min_random_rate > lanes.inspect_ceiling:
         raise ConfigError(
             f"{where}.min_random_rate: random picks go to {INSPECT}, so "

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from greenlane.streams.settings import SETTINGS_DIR, ConfigError, build_section, read_yaml
+from greenlane.streams.settings.secrets import pseudonymiser
 
 P_SPLIT_SHIPMENT = "P_SPLIT_SHIPMENT"
 P_UNDERVALUATION_VS_NORM = "P_UNDERVALUATION_VS_NORM"
@@ -331,7 +332,9 @@ def _exp(x: float) -> float:
 
 
 def _digest(*parts: str) -> str:
-    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
+    """A keyed digest (the deployment's pseudonymisation key): the pattern state and the
+    observation topic name parties only by these."""
+    return pseudonymiser()("patterns", *parts)
 
 
 def seller_digest(seller: dict, settings: PatternSettings) -> str:

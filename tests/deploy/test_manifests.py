@@ -500,8 +500,13 @@ def test_k8s_worker_deployment(
     generated = {g["name"] for g in kustomization["configMapGenerator"]}
     for container in (worker, init):
         assert container["image"] in images
-        refs = {e["configMapRef"]["name"] for e in container["envFrom"]}
+        refs = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
         assert refs and refs <= generated
+    # the secrets come from a Secret the operator creates (never one in git), to the worker only
+    secret_refs = [e["secretRef"]["name"] for e in worker["envFrom"] if "secretRef" in e]
+    assert secret_refs == ["greenlane-secrets"]
+    assert not any("secretRef" in e for e in init["envFrom"])
+    assert "secretGenerator" not in kustomization
     live = worker["livenessProbe"]["httpGet"]
     assert live["path"] == "/live" and ports[live["port"]] == settings.worker.metrics_port
 
@@ -628,4 +633,5 @@ def test_kustomize_renders_with_generated_config_and_image(kustomization: dict[s
     (image,) = kustomization["images"]
     for container in pod["containers"] + pod["initContainers"]:
         assert container["image"] == f"{image['newName']}:{image['newTag']}"
-        assert {e["configMapRef"]["name"] for e in container["envFrom"]} <= config_maps
+        maps = {e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e}
+        assert maps <= config_maps

@@ -106,7 +106,7 @@ class Harness:
 
     def filing_ends(self) -> dict[tuple[str, int], int]:
         """The end offset of each filing topic partition."""
-        c = Consumer({"bootstrap.servers": self.settings.bootstrap_servers, "group.id": "it-ends"})
+        c = Consumer({**self.settings.as_admin(), "group.id": "it-ends"})
         try:
             ends = {}
             for role in ("pre_loading", "pre_arrival"):
@@ -126,7 +126,7 @@ class Harness:
         answers both offsets."""
         c = Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.as_admin(),
                 "group.id": f"it-refiled-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
             }
@@ -160,7 +160,7 @@ class Harness:
         """The worker group's committed offset of each filing topic partition."""
         c = Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.as_admin(),
                 "group.id": self.settings.worker.app_id,
             }
         )
@@ -191,7 +191,7 @@ class Harness:
         }
         c = Consumer(
             {
-                "bootstrap.servers": self.settings.bootstrap_servers,
+                **self.settings.as_admin(),
                 "group.id": f"it-reader-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
@@ -250,7 +250,7 @@ def open_harness(
     s = load_settings(env=env)
     admin.prepare(s, progress=lambda m: None)
     log = Path(tmp_path_factory.mktemp("logs")) / "worker.log"
-    producer = Producer({"bootstrap.servers": s.bootstrap_servers, "linger.ms": 1})
+    producer = Producer({**s.as_admin(), "linger.ms": 1})
     h = Harness(s, env, f"http://127.0.0.1:{port}/metrics", producer, log)
     try:
         if start:

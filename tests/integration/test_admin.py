@@ -17,7 +17,7 @@ def test_a_finished_run_leaves_no_topics_or_group_behind(tmp_path_factory):
     with open_harness(tmp_path_factory, start=False) as h:
         s = h.settings
         h.send("pre_arrival", [pre_arrival("DR1")])
-        group = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": s.worker.app_id})
+        group = Consumer({**s.as_admin(), "group.id": s.worker.app_id})
         group.commit(
             offsets=[TopicPartition(s.topics.name("pre_arrival"), 0, 1)], asynchronous=False
         )

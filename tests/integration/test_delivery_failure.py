@@ -25,7 +25,7 @@ def set_max_message_bytes(harness: Harness, topic: str, value: str | None) -> No
 
 
 def watermarks(harness: Harness, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": harness.settings.bootstrap_servers, "group.id": "it-wm"})
+    c = Consumer({**harness.settings.as_admin(), "group.id": "it-wm"})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
@@ -36,7 +36,7 @@ def watermarks(harness: Harness, topic: str) -> dict[int, int]:
 def committed(harness: Harness, topic: str, partition: int) -> int:
     c = Consumer(
         {
-            "bootstrap.servers": harness.settings.bootstrap_servers,
+            **harness.settings.as_admin(),
             "group.id": harness.settings.worker.app_id,
         }
     )

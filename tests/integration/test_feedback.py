@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
+import polars as pl
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from greenlane.models.feedback import LabelledHistory
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL as PA
 from greenlane.streams.domain.vocabulary import PRE_LOADING as PL
-from tests.factories import NOW_MS, pre_loading
+from greenlane.streams.runtime import admin
+from greenlane.streams.runtime.state import SEAL_MARK
+from tests.factories import NOW_MS, party, pre_loading
 from tests.integration.conftest import wait_until
 from tests.integration.test_worker import DECISIONS, arrival, waybills
 
@@ -106,3 +111,79 @@ def test_an_amendment_revises_the_declaration_and_an_outcome_for_the_revision_jo
     wait_until(joined, f"the outcome for {w}'s revision in the labelled history")
     [row] = [r for r in history.read().to_dicts() if r["house_waybill"] == w]
     assert row["decision_id"] == revision["decision_id"] and row["fraud"] == 1
+
+
+def _raw_records(harness, topics: list[str]) -> list[tuple[str, bytes, bytes]]:
+    """Every record's (topic, key, value) on these topics, read to their ends."""
+    c = Consumer(
+        {
+            **harness.settings.as_admin(),
+            "group.id": f"it-raw-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    out: list[tuple[str, bytes, bytes]] = []
+    try:
+        for topic in topics:
+            for p in c.list_topics(topic, timeout=30).topics[topic].partitions:
+                tp = TopicPartition(topic, p)
+                end = c.get_watermark_offsets(tp, timeout=30)[1]
+                if end == 0:
+                    continue
+                c.assign([TopicPartition(topic, p, 0)])
+                offset = -1
+                while offset < end - 1:
+                    batch = c.consume(1000, timeout=10)
+                    assert batch, f"{topic}[{p}]: not read to {end}"
+                    for m in batch:
+                        if not m.error():
+                            offset = m.offset()
+                            out.append((topic, m.key() or b"", m.value() or b""))
+    finally:
+        c.close()
+    return out
+
+
+def test_no_changelog_nor_the_labelled_history_holds_a_party_in_clear(harness):
+    """Watchlisted parties (their names go into the officers' evidence) on both filings and an
+    outcome, so every table, the pattern statistics and the history hold something of them:
+    their names and addresses are nowhere outside the filing and decision topics."""
+    [w] = waybills(1)
+    consignee = party("Patricia Anderson", "US", address="150 Elm St, Denver CO 80202")
+    seller = party("Lakeside Goods Inc", "US", address="88 Harbour View Road, Duluth MN 55802")
+    harness.send("pre_loading", [pre_loading(w, consignee=consignee, shipper=seller)])
+    harness.send("pre_arrival", [arrival(w, consignee=consignee, seller=seller)])
+    decisions = harness.read(DECISIONS, lambda rs: sum(r["house_waybill"] == w for r in rs) >= 2)
+    [decided] = [d for d in decisions if d["house_waybill"] == w and d["stage"] == PA]
+    assert "Patricia Anderson" in str(decided["reasons"])  # the officers' topic keeps it
+    harness.send("inspection_outcome", [outcome(decided, "SEIZED", 10.0)])
+    history = LabelledHistory(Path(harness.env["GREENLANE_HISTORY"]))
+    wait_until(
+        lambda: w in set(history.read()["house_waybill"].to_list()) if history.parts() else False,
+        "the outcome in the labelled history",
+        60,
+    )
+    secrets = [v.encode() for p in (consignee, seller) for v in (p["name"], p["address"])]
+
+    topics = admin.admin_client(harness.settings).list_topics(timeout=30).topics
+    app_id = harness.settings.worker.app_id
+    changelogs = sorted(t for t in topics if t.startswith(app_id) and t.endswith("-changelog"))
+    assert len(changelogs) >= 4, changelogs  # links, patterns, summaries, replay log
+    names = harness.settings.topics
+    internal = [names.name(r) for r in ("pattern_observation", "pattern_finding")]
+    stored = _raw_records(harness, [*changelogs, *internal, names.name("carrier_response")])
+    assert len(stored) > 10
+    for topic, key, value in stored:
+        for s in secrets:
+            assert s not in key and s not in value, topic
+    # table values are sealed: the link entries' filings are base64, not searchable as text
+    sealed = [v.startswith(SEAL_MARK) for t, _, v in stored if t in changelogs and v]
+    assert sealed and all(sealed)
+    rows = history.read()
+    for column, dtype in rows.schema.items():
+        if dtype == pl.String:
+            cells = rows[column].drop_nulls().to_list()
+            assert not [c for c in cells for s in secrets if s.decode() in c], column
+    # the search finds what is there: the filing topic holds the names in clear
+    filings = _raw_records(harness, [names.name("pre_arrival")])
+    assert any(secrets[0] in value for _, _, value in filings)

@@ -157,7 +157,7 @@ def mutate(value: bytes, rng: random.Random) -> bytes:
 def send_raw(harness: Harness, messages: list[tuple[str, bytes | None, bytes]]) -> None:
     producer = Producer(
         {
-            "bootstrap.servers": harness.settings.bootstrap_servers,
+            **harness.settings.as_admin(),
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.max.bytes": 8_000_000,

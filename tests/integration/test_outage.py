@@ -52,9 +52,7 @@ class Carrier(threading.Thread):
             if r in ("pre_loading", "pre_arrival")
         }
         self.topics = {r: s.topics.name(r) for r in self.enc}
-        self.producer = Producer(
-            {"bootstrap.servers": s.bootstrap_servers, "linger.ms": 5, "message.timeout.ms": 0}
-        )
+        self.producer = Producer({**s.as_admin(), "linger.ms": 5, "message.timeout.ms": 0})
         self.rate = rate
         self.stop = threading.Event()
         self.sent = 0

@@ -21,6 +21,7 @@ from greenlane.streams.domain.batch import InboundMessage
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL
 from greenlane.streams.runtime.serde import WireDecoder, WireEncoder, load_schema
 from greenlane.streams.settings import schema_path
+from greenlane.streams.settings.secrets import pseudonymiser
 from greenlane.streams.stages import quality
 from greenlane.streams.stages.targeting import load_targeting_rules
 from tests.factories import NOW_MS, item, pre_arrival
@@ -68,7 +69,15 @@ def test_canonical_rows_sum_lines_and_take_the_main_line():
     assert row["hs_code"] == "851713" and row["origin"] == "VN"
     assert row["value"] == pytest.approx(10.0 + 90.0 * RATES["USD"])
     assert row["net_mass_kg"] == pytest.approx(0.5) and row["quantity"] == 4
-    assert row["seller_id"] == "SELLER-88" and row["destination"] == "DE"
+    assert row["destination"] == "DE"
+    # parties as keyed digests only: the registration id's, as an imported history keys it
+    digest = pseudonymiser().party
+    assert row["seller_id"] == digest("seller", "SELLER-88") != "SELLER-88"
+    consignee = rec["consignee"]
+    assert row["importer_id"] == digest(
+        "importer", consignee["party_id"], consignee["name"], consignee["address"]
+    )
+    assert consignee["name"] not in row["importer_id"]
 
 
 def test_the_stream_scores_exactly_as_the_model_does_offline(registry):

@@ -260,9 +260,9 @@ def private_infra(tmp_path: Path) -> Iterator[Settings]:
 
 
 def produce_and_register(settings: Settings, topic: str) -> int:
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient({**settings.as_admin()})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer = Producer({**settings.as_admin()})
     producer.produce(topic, b"consignment", b"HWB-1", partition=0)
     assert producer.flush(30) == 0
     schema = Schema('{"type": "record", "name": "Probe", "fields": []}', "AVRO")
@@ -272,7 +272,7 @@ def produce_and_register(settings: Settings, topic: str) -> int:
 
 
 def read_back(settings: Settings, topic: str) -> bytes | None:
-    consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": topic})
+    consumer = Consumer({**settings.as_admin(), "group.id": topic})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     try:
         deadline = time.monotonic() + 30

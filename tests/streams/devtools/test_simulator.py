@@ -451,7 +451,7 @@ def test_send_round_trip_on_the_broker():
     prefix = f"test-sim-{uuid.uuid4().hex[:10]}."
     settings = load_settings(env={**os.environ, "GREENLANE_TOPIC_PREFIX": prefix})
     topics = {role: settings.topics.name(role) for role in ROLES}
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient({**settings.as_admin()})
     registry = SchemaRegistryClient({"url": settings.registry_url})
     futures = admin.create_topics([NewTopic(t, num_partitions=1) for t in topics.values()])
     for future in futures.values():
@@ -466,7 +466,7 @@ def test_send_round_trip_on_the_broker():
     expected = {role: [f for f in filings if f.role == role] for role in ROLES}
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.as_admin(),
             "group.id": f"{prefix}check",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -8,12 +8,14 @@ from types import SimpleNamespace
 
 import faust
 import pytest
+from cryptography.exceptions import InvalidTag
 from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from greenlane.streams.domain.state import Overlay
 from greenlane.streams.runtime.state import (
+    SEAL_MARK,
     TableState,
     _decode,
     _encode,
@@ -21,6 +23,7 @@ from greenlane.streams.runtime.state import (
     by_filing_partition,
     by_key_hash,
     by_key_partition,
+    sealed_table,
     worker_ready,
 )
 from greenlane.streams.stages.patterns import scoped, state_partition
@@ -51,7 +54,7 @@ def batch(state: TableState, changes: dict) -> Overlay:
 
 def make_table(tmp_path: Path, store: str, monkeypatch) -> faust.Table:
     app = faust.App(f"state-test-{store[:3]}", store=store, datadir=str(tmp_path))
-    table = app.Table("links", default=None, partitions=PARTITIONS)
+    table = sealed_table(app, "links", default=None, partitions=PARTITIONS)
     actives = {TP(table.changelog_topic_name, p) for p in range(PARTITIONS)}
     monkeypatch.setattr(app.assignor, "assigned_actives", lambda: actives)
     return table
@@ -69,15 +72,16 @@ def test_entries_go_to_the_partition_greenlane_chooses_and_move_with_it(table) -
     view = Overlay(state.view())
     view["H1"] = {"partition": 2, "route": "RELEASE"}
     assert state.commit(view, sink) == 1
-    assert sink.records == [(topic, 2, b'"H1"', b'{"partition":2,"route":"RELEASE"}')]
+    assert [r[:3] for r in sink.records] == [(topic, 2, b'"H1"')]
+    assert _decode(sink.records[0][3]) == {"partition": 2, "route": "RELEASE"}
     assert state.view()["H1"] == {"partition": 2, "route": "RELEASE"}
     assert "H1" in state.view() and "H2" not in state.view()
 
     sink = Sink()
     state.commit(batch(state, {"H1": {"partition": 3, "route": "INSPECT"}}), sink)
-    assert [(p, v) for _, p, _, v in sink.records] == [
+    assert [(p, v and _decode(v)) for _, p, _, v in sink.records] == [
         (2, None),  # the old partition's copy is deleted, in the store and the changelog
-        (3, b'{"partition":3,"route":"INSPECT"}'),
+        (3, {"partition": 3, "route": "INSPECT"}),
     ]
     assert dict(state.view().items()) == {"H1": {"partition": 3, "route": "INSPECT"}}
 
@@ -103,6 +107,33 @@ def test_rocksdb_bytes_are_what_faust_itself_reads_and_recovers(tmp_path, monkey
     state.commit(batch(state, {"seller:ab": value}), sink)
     [(_, _, key, raw)] = sink.records
     assert key == kb and raw == store._db_for_partition(partition).get(kb)
+    # the recovery consumer decodes changelog records with the changelog topic's serializer
+    topic = table.changelog_topic
+    assert table.app.tables[table.name] is table and topic.get_topic_name().endswith("-changelog")
+    assert (
+        table.app.serializers.loads_value(topic.value_type, raw, serializer=topic.value_serializer)
+        == value
+    )
+
+
+def test_values_are_sealed_in_the_changelog_and_on_disk(tmp_path, monkeypatch) -> None:
+    """A link entry holds the filing, names included: neither the changelog record nor the
+    stored bytes show it; a value written before the seal still reads, a changed one never."""
+    table = make_table(tmp_path, "rocksdb://", monkeypatch)
+    state = TableState(table, by_key_hash(PARTITIONS))
+    value = {"consignee": "Jane Example, 1 Sample Street", "partition": 1}
+    sink = Sink()
+    state.commit(batch(state, {"H9": value}), sink)
+    [(_, _, key, raw)] = sink.records
+    stored = table.data._db_for_partition(by_key_hash(PARTITIONS)("H9", value)).get(key)
+    for sealed in (raw, stored):
+        assert sealed.startswith(SEAL_MARK) and b"Jane" not in sealed and b"Sample" not in sealed
+        assert _decode(sealed) == value
+    assert _decode(b'{"partition":1}') == {"partition": 1}  # clear JSON from before the seal
+    tampered = raw[:-1] + bytes([raw[-1] ^ 1])
+    with pytest.raises(InvalidTag):
+        _decode(tampered)
+    assert _encode(value) != raw  # a fresh nonce each time
 
 
 def test_persisted_offsets_only_move_forward(tmp_path, monkeypatch) -> None:

@@ -1,6 +1,7 @@
 import copy
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -115,8 +116,9 @@ def test_per_destination_settings_and_the_default_apply(tmp_path):
         (lambda d: d["default"].update(window_seconds=0), "default.window_seconds"),
         (lambda d: d["default"].update(window_buckets=2.5), "default.window_buckets"),
         (lambda d: d["default"].update(warm_up_consignments=True), "default.warm_up_consignments"),
-        (lambda d: d["default"].update(salt=""), "default.salt"),
-        (lambda d: d["default"].pop("salt"), "default: missing key(s) ['salt']"),
+        (lambda d: d["default"].update(salt="in-the-file"), "default.salt: the random-selection"),
+        (lambda d: d["destinations"]["US"].update(salt="x" * 20), "destinations.US.salt"),
+        (lambda d: d["default"].pop("window_buckets"), "default: missing key(s)"),
         (lambda d: d["default"].update(ceiling=0.1), "default: unknown key(s) ['ceiling']"),
         (
             lambda d: d["destinations"]["US"].update(inspect_ceiling="2%"),
@@ -640,3 +642,17 @@ def test_a_critical_reason_does_not_leave_random_selection(tmp_path):
     held = decision(n, 40, reasons=[reason("W_PARTY_WATCHLIST", 40)])  # HOLD by score
     [change] = LaneAllocator(s).allocate([held], NOW)
     assert change is not None and change.random_pick and change.route == INSPECT
+
+
+def test_the_random_selection_key_is_the_secret_not_a_setting(monkeypatch, tmp_path):
+    """The key comes from GREENLANE_LANES_KEY (or the secrets file), and another key picks
+    other consignments; without either, loading stops with the variable named."""
+    a = load_lane_settings()
+    assert a.default.salt == os.environ["GREENLANE_LANES_KEY"]
+    assert a.for_destination("US").salt == a.default.salt
+    monkeypatch.setenv("GREENLANE_LANES_KEY", "another-key-of-enough-length")
+    assert load_lane_settings().default.salt == "another-key-of-enough-length"
+    monkeypatch.delenv("GREENLANE_LANES_KEY")
+    monkeypatch.setenv("GREENLANE_SECRETS_FILE", str(tmp_path / "none.toml"))
+    with pytest.raises(ConfigError, match="GREENLANE_LANES_KEY is not set, nor lanes_key in"):
+        load_lane_settings()
