@@ -22,10 +22,11 @@ import subprocess
 import tarfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 
 from confluent_kafka import KafkaException
@@ -114,6 +115,11 @@ class Layout:
         return self.kafka_dir / "server.properties"
 
     @property
+    def tls_dir(self) -> Path:
+        """The local CA (ca.pem: what clients trust) and the broker's keystore."""
+        return self.home / "tls"
+
+    @property
     def kafka_log4j(self) -> Path:
         return self.kafka_dir / "log4j2.yaml"
 
@@ -157,15 +163,37 @@ def _render(template: str, **values: object) -> str:
     return Template((DEPLOY_DIR / template).read_text()).substitute(values)
 
 
-def kafka_server_properties(settings: Settings) -> str:
-    """The broker's server.properties, from deploy/local/kafka/server.properties."""
+CONTROLLER_PRINCIPAL = "greenlane-controller"  # the node itself, on its controller listener
+
+
+def local_principals(settings: Settings) -> tuple[str, ...]:
+    """The principals the local broker has, each with a password in the secrets file: the
+    administrator, the worker and the node's own controller login."""
+    k = settings.kafka
+    return (k.admin_username, k.username, CONTROLLER_PRINCIPAL)
+
+
+def kafka_server_properties(
+    settings: Settings, passwords: Mapping[str, str], store_password: str
+) -> str:
+    """The broker's server.properties, from deploy/local/kafka/server.properties (it holds
+    passwords: written mode 600)."""
     local = settings.local
+    layout = Layout.of(settings)
+    admin = settings.kafka.admin_username
     return _render(
         "kafka/server.properties",
         kafka_port=local.kafka_port,
+        tls_port=local.kafka_tls_port,
         controller_port=local.kafka_controller_port,
-        log_dirs=Layout.of(settings).kafka_data,
+        log_dirs=layout.kafka_data,
         partitions=settings.topics.partitions,
+        admin_user=admin,
+        admin_password=passwords[admin],
+        controller_user=CONTROLLER_PRINCIPAL,
+        controller_password=passwords[CONTROLLER_PRINCIPAL],
+        keystore=layout.tls_dir / "broker.p12",
+        store_password=store_password,
     )
 
 
@@ -269,11 +297,13 @@ def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def kafka_answers(bootstrap: str, timeout: float = PROBE_SECONDS) -> bool:
-    """True when a broker at ``bootstrap`` answers metadata and group requests in ``timeout``."""
-    if not any(_port_open(h, p, min(timeout, 0.5)) for h, p in _bootstrap_addresses(bootstrap)):
+def kafka_answers(conf: Mapping[str, Any], timeout: float = PROBE_SECONDS) -> bool:
+    """True when the broker of client settings ``conf`` answers metadata and group requests in
+    ``timeout`` (authenticated as their principal)."""
+    addresses = _bootstrap_addresses(conf["bootstrap.servers"])
+    if not any(_port_open(h, p, min(timeout, 0.5)) for h, p in addresses):
         return False  # fail fast: librdkafka would retry a refused connection until the timeout
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _QUIET})
+    admin = AdminClient({**conf, "logger": _QUIET})
     try:
         admin.list_topics(timeout=timeout)
         # Ready means a worker can join its group: the group coordinator has loaded its
@@ -320,9 +350,10 @@ def _services(settings: Settings) -> dict[str, _Service]:
             settings.external_kafka,
             (
                 (local.kafka_port, "kafka_port"),
+                (local.kafka_tls_port, "kafka_tls_port"),
                 (local.kafka_controller_port, "kafka_controller_port"),
             ),
-            lambda timeout: kafka_answers(settings.bootstrap_servers, timeout),
+            lambda timeout: kafka_answers(settings.as_admin(), timeout),
         ),
         REGISTRY: _Service(
             REGISTRY,
@@ -514,8 +545,24 @@ def _prepare_kafka(settings: Settings, java: str, progress: Progress) -> tuple[l
             ],
         )
         complete.write_text("jars complete\n")
-    _write_if_changed(layout.kafka_properties, kafka_server_properties(settings))
+    passwords = secrets.local_kafka_passwords(local_principals(settings))
+    store_password = _ensure_tls(layout, java, progress)
+    _write_if_changed(
+        layout.kafka_properties, kafka_server_properties(settings, passwords, store_password)
+    )
+    layout.kafka_properties.chmod(0o600)
     _write_if_changed(layout.kafka_log4j, (DEPLOY_DIR / "kafka" / "log4j2.yaml").read_text())
+    secured = layout.kafka_data / SECURED_MARK
+    if (layout.kafka_data / "meta.properties").exists() and not secured.exists():
+        aside = layout.kafka_dir / f"data-plaintext-{time.strftime('%Y%m%d-%H%M%S')}"
+        progress(
+            f"Kafka storage in {layout.kafka_data} has no principals (made before SASL): "
+            f"kept as {aside}, formatting a new one"
+        )
+        layout.kafka_data.rename(aside)
+        tables = Path(os.path.expanduser(settings.worker.data_dir))
+        if tables.exists():  # their changelog offsets name the old broker's topics
+            tables.rename(tables.with_name(f"{tables.name}-{aside.name}"))
     if not (layout.kafka_data / "meta.properties").exists():
         log = layout.log("kafka-format")
         progress(f"formatting Kafka storage in {layout.kafka_data} (log: {log})...")
@@ -527,8 +574,72 @@ def _prepare_kafka(settings: Settings, java: str, progress: Progress) -> tuple[l
         except (OSError, subprocess.CalledProcessError, IndexError) as exc:
             raise InfraError(f"generating a Kafka cluster id failed: {exc}") from exc
         format_command = [*tool, "format", "-t", cluster_id, "-c", str(layout.kafka_properties)]
-        _run_logged([*format_command, "--standalone"], log, "formatting Kafka storage")
+        # the administrator's SCRAM credential is in the metadata from the start: it is the
+        # broker's own login and creates the other principals (KRaft has no other way in)
+        admin = settings.kafka.admin_username
+        scram = f"SCRAM-SHA-512=[name={admin},password={passwords[admin]}]"
+        _run_logged(
+            [*format_command, "--standalone", "--add-scram", scram], log, "formatting Kafka storage"
+        )
+        secured.write_text("formatted with the administrator's SCRAM credential\n")
     return kafka_command(settings, java), layout.kafka_dir
+
+
+SECURED_MARK = ".greenlane-sasl"
+TLS_DAYS = 825  # the longest validity clients accept for a server certificate
+
+
+def _keytool(java: str) -> str:
+    keytool = Path(java).with_name("keytool")
+    if keytool.exists():
+        return str(keytool)
+    found = shutil.which("keytool")
+    if found is None:
+        raise InfraError(f"keytool not found next to {java} nor on PATH (it makes the local CA)")
+    return found
+
+
+def _ensure_tls(layout: Layout, java: str, progress: Progress) -> str:
+    """A local CA (``ca.pem``, what clients trust) and the broker's PKCS12 keystore, signed
+    by it for 127.0.0.1 and localhost, made once with the JDK's keytool; returns the store
+    password (a file of its own, mode 600)."""
+    tls = layout.tls_dir
+    password_file = tls / "store-password"
+    if (tls / "broker.p12").exists() and (tls / "ca.pem").exists() and password_file.exists():
+        return password_file.read_text().strip()
+    shutil.rmtree(tls, ignore_errors=True)
+    tls.mkdir(parents=True, mode=0o700)
+    password = secrets.new_password()
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    keytool = _keytool(java)
+    store = ["-storetype", "PKCS12", "-storepass", password, "-keypass", password]
+    san = "SAN=ip:127.0.0.1,dns:localhost"
+    days = ["-validity", str(TLS_DAYS)]
+    ca, broker = str(tls / "ca.p12"), str(tls / "broker.p12")
+    steps = [
+        ["-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-ext", "bc:c",
+         "-dname", "CN=greenlane local CA", "-keystore", ca, *store, *days],
+        ["-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, *store,
+         "-file", str(tls / "ca.pem")],
+        ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+         "-dname", "CN=localhost", "-ext", san, "-keystore", broker, *store, *days],
+        ["-certreq", "-alias", "broker", "-keystore", broker, *store,
+         "-file", str(tls / "broker.csr")],
+        ["-gencert", "-alias", "ca", "-keystore", ca, *store, "-rfc", "-ext", san,
+         "-ext", "EKU=serverAuth", "-infile", str(tls / "broker.csr"),
+         "-outfile", str(tls / "broker.pem"), *days],
+        ["-importcert", "-noprompt", "-alias", "ca", "-file", str(tls / "ca.pem"),
+         "-keystore", broker, *store],
+        ["-importcert", "-alias", "broker", "-file", str(tls / "broker.pem"),
+         "-keystore", broker, *store],
+    ]  # fmt: skip
+    progress(f"making a local CA and the broker's certificate in {tls} (keytool)...")
+    log = layout.log("tls")
+    for step in steps:
+        _run_logged([keytool, *step], log, f"keytool {step[0]}")
+    return password
 
 
 def _prepare_registry(settings: Settings, java: str, progress: Progress) -> tuple[list[str], Path]:
@@ -700,6 +811,30 @@ def _locked(layout: Layout) -> Iterator[None]:
 # --- public API -------------------------------------------------------------------------------
 
 
+def provision(settings: Settings, progress: Progress = print) -> None:
+    """The local broker's other principals (SCRAM credentials, as the administrator) with
+    the passwords of the secrets file; idempotent. The worker's ACLs come with its topics
+    (``greenlane topics create``)."""
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    admin_user = settings.kafka.admin_username
+    users = [p for p in local_principals(settings) if p not in (admin_user, CONTROLLER_PRINCIPAL)]
+    passwords = secrets.local_kafka_passwords(users)
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upserts = [UserScramCredentialUpsertion(u, info, passwords[u].encode()) for u in users]
+    client = AdminClient(settings.as_admin())
+    for user, future in client.alter_user_scram_credentials(upserts).items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            raise InfraError(f"creating the Kafka principal {user!r} failed: {exc}") from exc
+    progress(f"Kafka principals ready: {', '.join([admin_user, *users])} (SCRAM-SHA-512)")
+
+
 def up(settings: Settings, record: Path | None = None, progress: Progress = print) -> list[str]:
     """Start whichever local services are not running yet and wait until they answer.
 
@@ -708,7 +843,10 @@ def up(settings: Settings, record: Path | None = None, progress: Progress = prin
     """
     layout = Layout.of(settings)
     services = _services(settings)
-    written = secrets.init_local()  # a development machine's own, never committed
+    # a development machine's own secrets and local principals' passwords, never committed
+    written = secrets.init_local(
+        principals=() if settings.external_kafka else local_principals(settings)
+    )
     if written:
         progress(f"secrets: wrote {', '.join(written)} to {secrets.secrets_file()}")
     if record is not None:
@@ -731,6 +869,9 @@ def up(settings: Settings, record: Path | None = None, progress: Progress = prin
                     started.append(starting.service.name)
                     if record is not None:
                         append_record(record, [starting.service.name])
+                local_kafka = starting.service.name == KAFKA and not starting.service.external
+                if local_kafka and settings.kafka.sasl:
+                    provision(settings, progress)
         except BaseException:
             for starting in waiting:
                 if starting.ours and starting.service.name not in started:

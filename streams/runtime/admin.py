@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -17,8 +17,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from greenlane.streams.domain.batch import ServiceUnavailable
+from greenlane.streams.runtime import acls
 from greenlane.streams.runtime.serde import SchemaFetcher
-from greenlane.streams.settings import TOPIC_SCHEMAS, Settings, schema_path
+from greenlane.streams.settings import TOPIC_SCHEMAS, ConfigError, Settings, schema_path
 from greenlane.streams.stages.targeting import load_agencies
 
 
@@ -88,6 +89,14 @@ def delete_run(settings: Settings, app_id: str) -> list[str]:
         if t.startswith((settings.topics.prefix, app_id))
     ]
     failed = []
+    if settings.kafka.sasl:
+        try:
+            acls.remove(
+                client,
+                acls.worker_acls(replace(settings, worker=replace(settings.worker, app_id=app_id))),
+            )
+        except KafkaException as exc:
+            failed.append(f"ACLs of {app_id}: {exc}")
     futures = dict(client.delete_topics(names, operation_timeout=30)) if names else {}
     futures.update(client.delete_consumer_groups([app_id], request_timeout=30))
     for name, future in futures.items():
@@ -134,6 +143,34 @@ def create_topics(settings: Settings, partitions: int | None = None) -> list[str
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"could not create topic {name}: {exc}") from exc
     return created
+
+
+def require_topics(settings: Settings) -> None:
+    """ConfigError naming the worker's topics its principal cannot see (absent, or no ACL):
+    the administrator creates them (``greenlane topics create``), never the worker."""
+    seen = set(AdminClient(settings.kafka_config()).list_topics(timeout=30).topics)
+    wanted = [*settings.topics.all().values(), *referral_topics(settings)]
+    missing = [t for t in wanted if t not in seen]
+    if missing:
+        named = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise ConfigError(
+            f"{settings.bootstrap_servers}: {len(missing)} topics absent or not readable by "
+            f"{settings.kafka.username} ({named}): run `greenlane topics create` as the "
+            "administrator first"
+        )
+
+
+def grant_worker(settings: Settings) -> str:
+    """The worker principal's ACLs (runtime.acls) on a broker with an authorizer; says what
+    it did. A broker without one (SECURITY_DISABLED) lets every authenticated principal do
+    everything: nothing to grant."""
+    try:
+        acls.apply(admin_client(settings), acls.worker_acls(settings))
+    except RuntimeError as exc:
+        if "SECURITY_DISABLED" in str(exc):
+            return "none needed (the broker has no authorizer)"
+        raise
+    return f"{len(acls.worker_acls(settings))} granted"
 
 
 @dataclass(frozen=True)
@@ -194,6 +231,9 @@ def prepare(settings: Settings, progress: Callable[[str], None] = print) -> Regi
     created = create_topics(settings)
     if created:
         progress(f"created {len(created)} topics ({settings.topics.partitions} partitions each)")
+    if settings.kafka.sasl:
+        granted = grant_worker(settings)
+        progress(f"ACLs of {settings.kafka.username}: {granted}")
     registered = register_schemas(settings)
     progress(
         f"schemas registered ({settings.compatibility}): "

@@ -342,8 +342,10 @@ def create_app(s: Settings | None = None) -> faust.App:
     # and move with their partition
     quotas = TableState(table(LANE_TABLE), by_filing_partition)
     tables = (links, patterns, summaries, replays, quotas)
-    # Topics, schemas and configuration are ready before the first batch can arrive.
-    registered = admin.prepare(s, progress=log.info)
+    # Topics, schemas and configuration are ready before the first batch can arrive. The
+    # topics (and the worker's ACLs) are the administrator's: `greenlane topics create`.
+    admin.require_topics(s)
+    registered = admin.register_schemas(s)
     fetch = admin.schema_fetcher(admin.registry_client(s, retries=0))
     decoders = {
         stage: WireDecoder(load_schema(schema_path(role)), fetch)

@@ -150,6 +150,7 @@ class Local:
     home: str
     kafka_version: str
     kafka_port: int
+    kafka_tls_port: int
     kafka_controller_port: int
     kafka_heap: str
     registry_version: str

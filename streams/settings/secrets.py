@@ -123,7 +123,7 @@ def init_local(path: Path | None = None, principals: tuple[str, ...] = ()) -> li
         return []
     top = {k: v for k, v in data.items() if not isinstance(v, dict)}
     top |= {name: _random.token_urlsafe(32) for name in written}
-    passwords |= {p: _random.token_urlsafe(24) for p in new_users}
+    passwords |= {p: new_password() for p in new_users}
     lines = ["# greenlane's local secrets (`greenlane secrets init`): never commit, never share."]
     lines += [f"{k} = {_quoted(v)}" for k, v in top.items()]
     if passwords:
@@ -136,6 +136,15 @@ def init_local(path: Path | None = None, principals: tuple[str, ...] = ()) -> li
         fh.write("\n".join(lines) + "\n")
     os.replace(tmp, path)
     return written + [f"{KAFKA_PASSWORDS}.{p}" for p in new_users]
+
+
+def new_password() -> str:
+    return _random.token_urlsafe(24)
+
+
+def local_kafka_passwords(principals: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The secrets file's passwords of these principals (the local broker's)."""
+    return {p: kafka_password(p) for p in principals}
 
 
 def _quoted(text: str) -> str:

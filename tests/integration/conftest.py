@@ -28,7 +28,7 @@ from greenlane.streams.settings import Settings, load_settings, schema_path
 pytestmark = pytest.mark.integration
 
 
-REFILED_IDLE_POLLS = 24  # of 5 s each, in a row, before Harness.refiled gives up
+REFILED_IDLE_POLLS = 240  # of 0.5 s each, in a row, before Harness.refiled gives up
 
 
 class ReadTimeout(AssertionError):
@@ -141,7 +141,8 @@ class Harness:
                 offset = -1
                 idle = 0  # polls in a row that brought nothing: a stalled read, not a slow one
                 while offset < end - 1:
-                    batch = c.consume(1000, timeout=5)
+                    # short polls: consume() waits out its timeout unless it gets all 1000
+                    batch = c.consume(1000, timeout=0.5)
                     idle = 0 if batch else idle + 1
                     if idle >= REFILED_IDLE_POLLS:
                         raise ReadTimeout(f"{topic}[{partition}]: not read to {end}", [])

@@ -131,10 +131,11 @@ def _raw_records(harness, topics: list[str]) -> list[tuple[str, bytes, bytes]]:
                 if end == 0:
                     continue
                 c.assign([TopicPartition(topic, p, 0)])
-                offset = -1
+                offset, deadline = -1, time.monotonic() + 30
                 while offset < end - 1:
-                    batch = c.consume(1000, timeout=10)
-                    assert batch, f"{topic}[{p}]: not read to {end}"
+                    # consume() waits out its timeout unless it gets all it asks for
+                    batch = c.consume(1000, timeout=0.2)
+                    assert batch or time.monotonic() < deadline, f"{topic}[{p}]: not read to {end}"
                     for m in batch:
                         if not m.error():
                             offset = m.offset()

@@ -23,7 +23,12 @@ from greenlane.streams.settings import Settings, load_settings
 
 
 def local_settings(
-    home: Path, kafka_port: int, controller_port: int, registry_port: int, **env: str
+    home: Path,
+    kafka_port: int,
+    controller_port: int,
+    registry_port: int,
+    tls_port: int | None = None,
+    **env: str,
 ) -> Settings:
     """Settings for a private broker and registry under ``home`` on the given ports."""
     base = load_settings(env=env)
@@ -31,17 +36,25 @@ def local_settings(
         base.local,
         home=str(home),
         kafka_port=kafka_port,
+        kafka_tls_port=tls_port or free_port(),
         kafka_controller_port=controller_port,
         registry_port=registry_port,
     )
     return replace(
         base,
+        kafka=replace(base.kafka, ca_file=str(home / "tls" / "ca.pem")),
         local=local,
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{kafka_port}"),
         registry_url=env.get(
             "SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{registry_port}/apis/ccompat/v7"
         ),
     )
+
+
+@pytest.fixture(autouse=True)
+def own_secrets(tmp_path: Path, monkeypatch) -> None:
+    """A private broker's principals have passwords of their own, never the shared file's."""
+    monkeypatch.setenv("GREENLANE_SECRETS_FILE", str(tmp_path / "secrets.toml"))
 
 
 @pytest.fixture
@@ -63,11 +76,28 @@ def quiet(_message: str) -> None:
 
 def test_server_properties_follow_settings_and_bind_loopback_only(settings: Settings) -> None:
     local = settings.local
-    props = parse_properties(infra.kafka_server_properties(settings))
+    passwords = {p: f"pw-{p}" for p in infra.local_principals(settings)}
+    props = parse_properties(infra.kafka_server_properties(settings, passwords, "store-pw"))
     assert props["listeners"] == (
-        f"PLAINTEXT://127.0.0.1:{local.kafka_port},CONTROLLER://127.0.0.1:{local.kafka_controller_port}"
+        f"SASL_PLAINTEXT://127.0.0.1:{local.kafka_port},"
+        f"SASL_SSL://127.0.0.1:{local.kafka_tls_port},"
+        f"CONTROLLER://127.0.0.1:{local.kafka_controller_port}"
     )
-    assert props["advertised.listeners"] == f"PLAINTEXT://127.0.0.1:{local.kafka_port}"
+    assert props["advertised.listeners"] == (
+        f"SASL_PLAINTEXT://127.0.0.1:{local.kafka_port},SASL_SSL://127.0.0.1:{local.kafka_tls_port}"
+    )
+    # deny by default; the administrator and the node itself are the only super users
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == (
+        f"User:{settings.kafka.admin_username};User:{infra.CONTROLLER_PRINCIPAL}"
+    )
+    assert "PLAINTEXT:PLAINTEXT" not in props["listener.security.protocol.map"]
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    admin_password = passwords[settings.kafka.admin_username]
+    assert (
+        f'password="{admin_password}"'
+        in props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    )
     # --standalone formatting conflicts with a static voter set
     assert (
         props["controller.quorum.bootstrap.servers"] == f"127.0.0.1:{local.kafka_controller_port}"
@@ -139,7 +169,12 @@ def test_clients_pointed_away_from_the_local_broker_is_an_error(settings: Settin
 def test_external_service_that_does_not_answer_starts_nothing(tmp_path: Path) -> None:
     silent = f"127.0.0.1:{free_port()}"
     settings = local_settings(
-        tmp_path / "home", free_port(), free_port(), free_port(), KAFKA_BOOTSTRAP_SERVERS=silent
+        tmp_path / "home",
+        free_port(),
+        free_port(),
+        free_port(),
+        KAFKA_BOOTSTRAP_SERVERS=silent,
+        GREENLANE_KAFKA_SECURITY_PROTOCOL="PLAINTEXT",
     )
     assert settings.external_kafka
     with pytest.raises(infra.InfraError, match=f"{silent}.*KAFKA_BOOTSTRAP_SERVERS"):
@@ -254,7 +289,7 @@ def private_infra(tmp_path: Path) -> Iterator[Settings]:
     """A broker and registry of our own: temporary home, ports apart from the shared ones."""
     if shutil.which("java") is None or shutil.which("mvn") is None:
         pytest.skip("needs java and mvn")
-    settings = local_settings(tmp_path / "home", 29092, 29093, 28081)
+    settings = local_settings(tmp_path / "home", 29092, 29093, 28081, 29094)
     yield settings
     infra.down(settings, progress=quiet)  # whatever happened above
 
