@@ -11,8 +11,10 @@ from __future__ import annotations
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
+    AdminClient,
     ResourcePatternType,
     ResourceType,
 )
@@ -70,21 +72,19 @@ def worker_acls(settings: Settings) -> list[AclBinding]:
     return out
 
 
-def apply(admin: object, bindings: list[AclBinding]) -> None:
+def apply(admin: AdminClient, bindings: list[AclBinding]) -> None:
     """Create ``bindings`` on the broker (``admin``: an AdminClient of the administrator)."""
     if not bindings:
         return
-    for binding, future in admin.create_acls(bindings, request_timeout=30).items():  # type: ignore[attr-defined]
+    for binding, future in admin.create_acls(bindings, request_timeout=30).items():
         try:
             future.result()
         except KafkaException as exc:
             raise RuntimeError(f"the broker refused the ACL {binding}: {exc}") from exc
 
 
-def remove(admin: object, bindings: list[AclBinding]) -> None:
+def remove(admin: AdminClient, bindings: list[AclBinding]) -> None:
     """Delete exactly ``bindings`` (a finished test or bench run's), ignoring absent ones."""
-    from confluent_kafka.admin import AclBindingFilter
-
     filters = [
         AclBindingFilter(
             b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
@@ -93,5 +93,5 @@ def remove(admin: object, bindings: list[AclBinding]) -> None:
         for b in bindings
     ]  # fmt: skip
     if filters:
-        for future in admin.delete_acls(filters, request_timeout=30).values():  # type: ignore[attr-defined]
+        for future in admin.delete_acls(filters, request_timeout=30).values():
             future.result()
