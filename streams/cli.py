@@ -363,9 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "topics",
-        help="create the topics and register the Avro schemas",
-        description="Creates every greenlane topic that is missing and registers "
-        "each topic's value schema (topic-name strategy, BACKWARD compatible).",
+        help="create the topics, grant the worker's ACLs, register the Avro schemas",
+        description="Creates every greenlane topic that is missing, grants the worker "
+        "principal its ACLs on a secured broker (streams/runtime/acls.py) and registers "
+        "each topic's value schema (topic-name strategy, BACKWARD compatible). Runs as "
+        "[kafka] admin_username.",
     )
     p.add_argument("action", choices=["create"])
     p.set_defaults(func=_cmd_topics)
@@ -374,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="run the stream worker (Faust)",
         description="Consumes the pre-loading and pre-arrival topics and publishes "
-        "decisions, carrier responses and dead letters. Start more workers to "
+        "decisions, carrier responses and dead letters. Its topics must exist "
+        "(`greenlane topics create`, run as the administrator, also grants the worker's "
+        "ACLs); it authenticates as [kafka] username. Start more workers to "
         "scale out: they share the partitions of the same consumer group "
         "(on one machine, give each its own --data-dir).",
     )

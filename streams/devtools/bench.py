@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -182,6 +183,11 @@ def faust_ceiling(
 
 
 def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides: str) -> Path:
+    """A bench worker's settings (its app id, port and ``overrides``); on a secured broker
+    the worker principal gets its ACLs for that app id, as `greenlane topics create` grants
+    them for the configured one."""
+    if s.kafka.sasl:
+        admin.grant_worker(replace(s, worker=replace(s.worker, app_id=app_id)))
     ours = f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'  # tables: --data-dir
     if "[worker]" in overrides:
         text = overrides.replace("[worker]", "[worker]\n" + ours, 1)
@@ -511,8 +517,7 @@ def _bench_topics(run_id: str, args: argparse.Namespace) -> tuple[Settings, dict
     """Settings and environment for one set of fresh bench topics; their schema ids."""
     env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
     s = load_settings(env=env)
-    admin.create_topics(s, partitions=args.partitions)
-    return s, env, admin.register_schemas(s).ids
+    return s, env, admin.prepare(s, partitions=args.partitions, progress=lambda m: None).ids
 
 
 def _preload(s: Settings, args: argparse.Namespace, log: Callable[[str], None]) -> int:

@@ -36,8 +36,7 @@ def main(args: argparse.Namespace) -> int:
     env = dict(os.environ, GREENLANE_TOPIC_PREFIX=f"bench-{run_id}.")
     s = load_settings(env=env)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    admin.create_topics(s, partitions=args.partitions)
-    admin.register_schemas(s)
+    admin.prepare(s, partitions=args.partitions, progress=lambda m: None)
     log(f"bench-restart {run_id}: preloading {args.count:,} filings…")
     t0 = time.perf_counter()
     CarrierSimulator(s).send(generate(args.count, seed=args.seed, invalid_share=0.01))

@@ -226,9 +226,12 @@ def schema_fetcher(client: SchemaRegistryClient) -> SchemaFetcher:
     return fetch
 
 
-def prepare(settings: Settings, progress: Callable[[str], None] = print) -> RegisteredSchemas:
-    """Create topics and register schemas: everything a worker or carrier needs to exist."""
-    created = create_topics(settings)
+def prepare(
+    settings: Settings, progress: Callable[[str], None] = print, partitions: int | None = None
+) -> RegisteredSchemas:
+    """Create topics (``partitions``: another count than the settings', for a bench), grant
+    the worker's ACLs and register schemas: everything a worker or carrier needs to exist."""
+    created = create_topics(settings, partitions)
     if created:
         progress(f"created {len(created)} topics ({settings.topics.partitions} partitions each)")
     if settings.kafka.sasl:
