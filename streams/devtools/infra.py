@@ -482,11 +482,21 @@ def _terminate(pid: int) -> str:
     return how
 
 
-def _run_logged(command: list[str], log: Path, what: str, cwd: Path | None = None) -> None:
-    """Run a set-up step to completion, its output to ``log``; InfraError if it fails."""
+def _run_logged(
+    command: list[str],
+    log: Path,
+    what: str,
+    cwd: Path | None = None,
+    hide: tuple[str, ...] = (),
+) -> None:
+    """Run a set-up step to completion, its output to ``log``; InfraError if it fails.
+    ``hide``: passwords on the command line, written to the log as ***."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    shown = " ".join(command)
+    for secret in hide:
+        shown = shown.replace(secret, "***")
     with log.open("w") as out:
-        out.write("$ " + " ".join(command) + "\n")
+        out.write("$ " + shown + "\n")
         out.flush()
         try:
             result = subprocess.run(
@@ -519,10 +529,16 @@ def _maven(
 # --- preparing each service -------------------------------------------------------------------
 
 
-def _write_if_changed(path: Path, text: str) -> None:
+def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
+    """``text`` into ``path`` unless it holds it already; created with ``mode`` (600 for a
+    file with passwords: never readable by others, not even for a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        path.chmod(mode)  # before new text goes in
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
 
 
 def _prepare_kafka(settings: Settings, java: str, progress: Progress) -> tuple[list[str], Path]:
@@ -548,9 +564,10 @@ def _prepare_kafka(settings: Settings, java: str, progress: Progress) -> tuple[l
     passwords = secrets.local_kafka_passwords(local_principals(settings))
     store_password = _ensure_tls(layout, java, progress)
     _write_if_changed(
-        layout.kafka_properties, kafka_server_properties(settings, passwords, store_password)
+        layout.kafka_properties,
+        kafka_server_properties(settings, passwords, store_password),
+        mode=0o600,
     )
-    layout.kafka_properties.chmod(0o600)
     _write_if_changed(layout.kafka_log4j, (DEPLOY_DIR / "kafka" / "log4j2.yaml").read_text())
     secured = layout.kafka_data / SECURED_MARK
     if (layout.kafka_data / "meta.properties").exists() and not secured.exists():
@@ -579,7 +596,10 @@ def _prepare_kafka(settings: Settings, java: str, progress: Progress) -> tuple[l
         admin = settings.kafka.admin_username
         scram = f"SCRAM-SHA-512=[name={admin},password={passwords[admin]}]"
         _run_logged(
-            [*format_command, "--standalone", "--add-scram", scram], log, "formatting Kafka storage"
+            [*format_command, "--standalone", "--add-scram", scram],
+            log,
+            "formatting Kafka storage",
+            hide=(passwords[admin],),
         )
         secured.write_text("formatted with the administrator's SCRAM credential\n")
     return kafka_command(settings, java), layout.kafka_dir
@@ -638,7 +658,7 @@ def _ensure_tls(layout: Layout, java: str, progress: Progress) -> str:
     progress(f"making a local CA and the broker's certificate in {tls} (keytool)...")
     log = layout.log("tls")
     for step in steps:
-        _run_logged([keytool, *step], log, f"keytool {step[0]}")
+        _run_logged([keytool, *step], log, f"keytool {step[0]}", hide=(password,))
     return password
 
 

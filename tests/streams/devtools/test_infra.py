@@ -320,6 +320,14 @@ def read_back(settings: Settings, topic: str) -> bytes | None:
         consumer.close()
 
 
+def test_set_up_logs_never_show_a_password(tmp_path: Path) -> None:
+    log = tmp_path / "format.log"
+    infra._run_logged(
+        ["true", "--add-scram", "name=a,password=s3cret-pw"], log, "x", hide=("s3cret-pw",)
+    )
+    assert "s3cret-pw" not in log.read_text() and "password=***" in log.read_text()
+
+
 @pytest.mark.integration
 def test_up_is_idempotent_and_data_survives_down_and_up(
     private_infra: Settings, tmp_path: Path
@@ -331,6 +339,11 @@ def test_up_is_idempotent_and_data_survives_down_and_up(
 
     assert infra.up(settings, record=record, progress=messages.append) == ["kafka", "registry"]
     assert infra.read_record(record) == ["kafka", "registry"]
+    # the broker's configuration holds passwords: its owner's alone; its set-up logs hide them
+    assert layout.kafka_properties.stat().st_mode & 0o077 == 0
+    admin_password = settings.as_admin()["sasl.password"]
+    assert admin_password not in layout.log("kafka-format").read_text()
+    assert admin_password in layout.kafka_properties.read_text()
     assert any(m.startswith("Kafka ready at 127.0.0.1:29092 (") for m in messages)
     assert any(m.startswith(f"Schema registry ready at {settings.registry_url}") for m in messages)
     report = infra.status(settings)
