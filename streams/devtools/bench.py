@@ -186,8 +186,7 @@ def _worker_settings_file(s: Settings, app_id: str, metrics_port: int, overrides
     """A bench worker's settings (its app id, port and ``overrides``); on a secured broker
     the worker principal gets its ACLs for that app id, as `greenlane topics create` grants
     them for the configured one."""
-    if s.kafka.sasl:
-        admin.grant_worker(replace(s, worker=replace(s.worker, app_id=app_id)))
+    admin.grant_worker(replace(s, worker=replace(s.worker, app_id=app_id)))
     ours = f'app_id = "{app_id}"\nmetrics_port = {metrics_port}\n'  # tables: --data-dir
     if "[worker]" in overrides:
         text = overrides.replace("[worker]", "[worker]\n" + ours, 1)

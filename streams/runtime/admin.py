@@ -161,16 +161,19 @@ def require_topics(settings: Settings) -> None:
 
 
 def grant_worker(settings: Settings) -> str:
-    """The worker principal's ACLs (runtime.acls) on a broker with an authorizer; says what
-    it did. A broker without one (SECURITY_DISABLED) lets every authenticated principal do
-    everything: nothing to grant."""
+    """The worker principal's ACLs (runtime.acls) on a secured broker; says what it did. An
+    unauthenticated broker, or one without an authorizer (SECURITY_DISABLED), lets every
+    client do everything: nothing to grant."""
+    if not settings.kafka.sasl:
+        return "none needed (the broker does not authenticate)"
+    bindings = acls.worker_acls(settings)
     try:
-        acls.apply(admin_client(settings), acls.worker_acls(settings))
+        acls.apply(admin_client(settings), bindings)
     except RuntimeError as exc:
         if "SECURITY_DISABLED" in str(exc):
             return "none needed (the broker has no authorizer)"
         raise
-    return f"{len(acls.worker_acls(settings))} granted"
+    return f"{len(bindings)} granted"
 
 
 @dataclass(frozen=True)
@@ -234,9 +237,7 @@ def prepare(
     created = create_topics(settings, partitions)
     if created:
         progress(f"created {len(created)} topics ({settings.topics.partitions} partitions each)")
-    if settings.kafka.sasl:
-        granted = grant_worker(settings)
-        progress(f"ACLs of {settings.kafka.username}: {granted}")
+    progress(f"ACLs of {settings.kafka.username}: {grant_worker(settings)}")
     registered = register_schemas(settings)
     progress(
         f"schemas registered ({settings.compatibility}): "

@@ -28,7 +28,7 @@ from greenlane.streams.settings import Settings, load_settings, schema_path
 pytestmark = pytest.mark.integration
 
 
-REFILED_IDLE_POLLS = 240  # of 0.5 s each, in a row, before Harness.refiled gives up
+RAW_IDLE_POLLS = 240  # of 0.5 s each, in a row, before Harness.raw_records gives up
 
 
 class ReadTimeout(AssertionError):
@@ -118,43 +118,55 @@ class Harness:
         finally:
             c.close()
 
+    def raw_records(self, topics: list[str]) -> list[tuple[str, int, int, bytes, bytes]]:
+        """Every record (topic, partition, offset, key, value) of these topics, read from the
+        start to the end each partition has now."""
+        c = Consumer(
+            {
+                **self.settings.as_admin(),
+                "group.id": f"it-raw-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
+        out: list[tuple[str, int, int, bytes, bytes]] = []
+        try:
+            for topic in topics:
+                for partition in c.list_topics(topic, timeout=30).topics[topic].partitions:
+                    end = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+                    if end == 0:
+                        continue
+                    c.assign([TopicPartition(topic, partition, 0)])
+                    offset = -1
+                    idle = 0  # polls in a row that brought nothing: a stalled read, not a slow one
+                    while offset < end - 1:
+                        # short polls: consume() waits out its timeout unless it gets all 1000
+                        batch = c.consume(1000, timeout=0.5)
+                        idle = 0 if batch else idle + 1
+                        if idle >= RAW_IDLE_POLLS:
+                            raise ReadTimeout(f"{topic}[{partition}]: not read to {end}", [])
+                        for m in batch:
+                            if not m.error():
+                                offset = m.offset()
+                                out.append(
+                                    (topic, partition, offset, m.key() or b"", m.value() or b"")
+                                )
+        finally:
+            c.close()
+        return out
+
     def refiled(self) -> dict[tuple[str, int, int], tuple[str, int, int]]:
         """Filing offsets whose bytes repeat an earlier offset of their partition, each mapped
         to the first copy. A carrier's producer without idempotence writes such a copy when
         the broker stored a batch but went away before acknowledging it; greenlane answers
         the copy by republishing the first copy's decision (the replay log), so that decision
         answers both offsets."""
-        c = Consumer(
-            {
-                **self.settings.as_admin(),
-                "group.id": f"it-refiled-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-            }
-        )
+        filings = [self.settings.topics.name(r) for r in ("pre_loading", "pre_arrival")]
         first: dict[tuple[str, int, bytes], int] = {}
         copies: dict[tuple[str, int, int], tuple[str, int, int]] = {}
-        try:
-            for (topic, partition), end in self.filing_ends().items():
-                if end == 0:
-                    continue
-                c.assign([TopicPartition(topic, partition, 0)])
-                offset = -1
-                idle = 0  # polls in a row that brought nothing: a stalled read, not a slow one
-                while offset < end - 1:
-                    # short polls: consume() waits out its timeout unless it gets all 1000
-                    batch = c.consume(1000, timeout=0.5)
-                    idle = 0 if batch else idle + 1
-                    if idle >= REFILED_IDLE_POLLS:
-                        raise ReadTimeout(f"{topic}[{partition}]: not read to {end}", [])
-                    for m in batch:
-                        if m.error():
-                            continue
-                        offset = m.offset()
-                        seen = first.setdefault((topic, partition, m.value()), offset)
-                        if seen != offset:
-                            copies[(topic, partition, offset)] = (topic, partition, seen)
-        finally:
-            c.close()
+        for topic, partition, offset, _key, value in self.raw_records(filings):
+            seen = first.setdefault((topic, partition, value), offset)
+            if seen != offset:
+                copies[(topic, partition, offset)] = (topic, partition, seen)
         return copies
 
     def committed(self) -> dict[tuple[str, int], int]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import polars as pl
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from greenlane.models.feedback import LabelledHistory
 from greenlane.streams.domain.vocabulary import PRE_ARRIVAL as PA
@@ -113,38 +111,6 @@ def test_an_amendment_revises_the_declaration_and_an_outcome_for_the_revision_jo
     assert row["decision_id"] == revision["decision_id"] and row["fraud"] == 1
 
 
-def _raw_records(harness, topics: list[str]) -> list[tuple[str, bytes, bytes]]:
-    """Every record's (topic, key, value) on these topics, read to their ends."""
-    c = Consumer(
-        {
-            **harness.settings.as_admin(),
-            "group.id": f"it-raw-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    out: list[tuple[str, bytes, bytes]] = []
-    try:
-        for topic in topics:
-            for p in c.list_topics(topic, timeout=30).topics[topic].partitions:
-                tp = TopicPartition(topic, p)
-                end = c.get_watermark_offsets(tp, timeout=30)[1]
-                if end == 0:
-                    continue
-                c.assign([TopicPartition(topic, p, 0)])
-                offset, deadline = -1, time.monotonic() + 30
-                while offset < end - 1:
-                    # consume() waits out its timeout unless it gets all it asks for
-                    batch = c.consume(1000, timeout=0.2)
-                    assert batch or time.monotonic() < deadline, f"{topic}[{p}]: not read to {end}"
-                    for m in batch:
-                        if not m.error():
-                            offset = m.offset()
-                            out.append((topic, m.key() or b"", m.value() or b""))
-    finally:
-        c.close()
-    return out
-
-
 def test_no_changelog_nor_the_labelled_history_holds_a_party_in_clear(harness):
     """Watchlisted parties (their names go into the officers' evidence) on both filings and an
     outcome, so every table, the pattern statistics and the history hold something of them:
@@ -172,13 +138,13 @@ def test_no_changelog_nor_the_labelled_history_holds_a_party_in_clear(harness):
     assert len(changelogs) >= 4, changelogs  # links, patterns, summaries, replay log
     names = harness.settings.topics
     internal = [names.name(r) for r in ("pattern_observation", "pattern_finding")]
-    stored = _raw_records(harness, [*changelogs, *internal, names.name("carrier_response")])
+    stored = harness.raw_records([*changelogs, *internal, names.name("carrier_response")])
     assert len(stored) > 10
-    for topic, key, value in stored:
+    for topic, _p, _o, key, value in stored:
         for s in secrets:
             assert s not in key and s not in value, topic
     # table values are sealed: the link entries' filings are base64, not searchable as text
-    sealed = [v.startswith(SEAL_MARK) for t, _, v in stored if t in changelogs and v]
+    sealed = [v.startswith(SEAL_MARK) for t, _p, _o, _k, v in stored if t in changelogs and v]
     assert sealed and all(sealed)
     rows = history.read()
     for column, dtype in rows.schema.items():
@@ -186,5 +152,5 @@ def test_no_changelog_nor_the_labelled_history_holds_a_party_in_clear(harness):
             cells = rows[column].drop_nulls().to_list()
             assert not [c for c in cells for s in secrets if s.decode() in c], column
     # the search finds what is there: the filing topic holds the names in clear
-    filings = _raw_records(harness, [names.name("pre_arrival")])
-    assert any(secrets[0] in value for _, _, value in filings)
+    filings = harness.raw_records([names.name("pre_arrival")])
+    assert any(secrets[0] in value for *_, value in filings)
