@@ -8,6 +8,8 @@ as a deployment's; ``apply`` creates them (idempotent: the broker keeps one copy
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
@@ -72,8 +74,11 @@ def worker_acls(settings: Settings) -> list[AclBinding]:
     return out
 
 
-def apply(admin: AdminClient, bindings: list[AclBinding]) -> None:
-    """Create ``bindings`` on the broker (``admin``: an AdminClient of the administrator)."""
+def apply(admin: AdminClient, bindings: list[AclBinding], wait_seconds: float = 30.0) -> None:
+    """Create ``bindings`` on the broker (``admin``: an AdminClient of the administrator) and
+    wait until the broker enforces them: the controller commits an ACL before the broker's
+    authorizer has read it from the metadata log, and a client allowed by it would be refused
+    in between."""
     if not bindings:
         return
     for binding, future in admin.create_acls(bindings, request_timeout=30).items():
@@ -81,6 +86,23 @@ def apply(admin: AdminClient, bindings: list[AclBinding]) -> None:
             future.result()
         except KafkaException as exc:
             raise RuntimeError(f"the broker refused the ACL {binding}: {exc}") from exc
+    wanted = {_identity(b) for b in bindings}
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        seen = {_identity(b) for b in admin.describe_acls(everything, request_timeout=30).result()}
+        if wanted <= seen:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the broker does not enforce {len(wanted - seen)} new ACLs yet")
+        time.sleep(0.1)
+
+
+def _identity(b: AclBinding) -> tuple:
+    return (b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation)
 
 
 def remove(admin: AdminClient, bindings: list[AclBinding]) -> None:
